@@ -1,0 +1,95 @@
+"""argv + environment -> Settings -> ImageService -> the chosen transport.
+
+Heavy imports (the MCP SDK, aiohttp, Pillow) happen only after the arguments and
+settings are known, so ``--help``/``--version`` and configuration errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import ImageServerError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("mcp_image_server")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mcp-image-server",
+        description="MCP server that generates images (stdio or Streamable HTTP). "
+        "Settings come from flags, then the environment, then .env, then defaults.",
+    )
+    p.add_argument("--transport", choices=("stdio", "http"), help="overrides MCP_TRANSPORT (default stdio)")
+    p.add_argument("--host", help="overrides MCP_HOST (HTTP bind address, default 127.0.0.1)")
+    p.add_argument("--port", help="overrides MCP_PORT (default 8000)")
+    p.add_argument("--env-file", help="read settings from this .env file (default ./.env if present)")
+    p.add_argument("--log-level", help="overrides MCP_LOG_LEVEL")
+    p.add_argument("--version", action="version", version=f"mcp-image-server {__version__}")
+    return p
+
+
+def _setup_logging(level: str) -> None:
+    # stdout belongs to the stdio protocol: every log line goes to stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def _serve(settings: Settings, overrides: dict[str, str], command: str) -> None:
+    from .server import build_mcp_server
+    from .service import ImageService
+
+    service = ImageService(settings, overrides=overrides)
+    await service.start()
+    mcp = build_mcp_server(service)
+    try:
+        if settings.transport == "http":
+            from .transports.http import run_http
+
+            await run_http(service, mcp, settings)
+        else:
+            from .transports.stdio import run_stdio
+
+            await run_stdio(mcp, command)
+    finally:
+        await service.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {
+        env: value
+        for env, value in (
+            ("MCP_TRANSPORT", args.transport),
+            ("MCP_HOST", args.host),
+            ("MCP_PORT", args.port),
+            ("MCP_LOG_LEVEL", args.log_level),
+        )
+        if value is not None
+    }
+    try:
+        settings = load_settings(os.environ, args.env_file, overrides)
+    except ImageServerError as exc:
+        print(f"mcp-image-server: {exc.message}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    command = os.environ.get("MCP_IMAGE_SERVER_COMMAND", "mcp-image-server")
+    try:
+        asyncio.run(_serve(settings, overrides, command))
+    except ImageServerError as exc:
+        print(f"mcp-image-server: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,407 @@
+"""Settings: read once from the environment and ``.env`` into a frozen snapshot.
+
+Precedence is command-line flag > environment > ``.env`` > default (``reload`` can
+let ``.env`` win over the environment). Every variable is declared once in
+``FIELDS``; parsing, ``.env.example`` and the README table are all checked
+against that list by the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = [
+    "FIELDS",
+    "Field",
+    "ReloadResult",
+    "Secret",
+    "Settings",
+    "load_settings",
+    "reload_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Secret:
+    """A string whose ``repr``/``str`` never shows the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+Transport = Literal["stdio", "http"]
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+# --- casts: each raises ValueError with a message that names the expected form ---
+
+
+def _str(value: str) -> str:
+    return value.strip()
+
+
+def _opt_str(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _secret(value: str) -> Secret | None:
+    value = value.strip()
+    return Secret(value) if value else None
+
+
+def _tokens(value: str) -> tuple[Secret, ...]:
+    return tuple(Secret(t.strip()) for t in value.split(",") if t.strip())
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def cast(value: str) -> int:
+        try:
+            n = int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer from {lo} to {hi}") from None
+        if not lo <= n <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return n
+
+    return cast
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def cast(value: str) -> float:
+        try:
+            n = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number from {lo:g} to {hi:g}") from None
+        if not lo <= n <= hi:
+            raise ValueError(f"expected a number from {lo:g} to {hi:g}")
+        return n
+
+    return cast
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+    def cast(value: str) -> str:
+        v = value.strip().upper() if upper else value.strip().lower()
+        if v not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return v
+
+    return cast
+
+
+def _url(value: str) -> str | None:
+    value = value.strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s):// URL")
+    return value
+
+
+def _path(value: str) -> Path:
+    if not value.strip():
+        raise ValueError("expected a directory path")
+    return Path(value.strip()).expanduser().resolve()
+
+
+def _provider_name(value: str) -> str | None:
+    v = value.strip().lower()
+    return v or None
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One setting: its variable, attribute, cast, default (as env text) and whether reload applies it."""
+
+    env: str
+    attr: str
+    cast: Callable[[str], Any]
+    default: str
+    doc: str
+    restart_only: bool = False
+    secret: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+FIELDS: Final[tuple[Field, ...]] = (
+    # server
+    Field("MCP_TRANSPORT", "transport", _choice("stdio", "http"), "stdio", "Transport: stdio or http.", True),
+    Field("MCP_HOST", "host", _str, "127.0.0.1", "HTTP bind address.", True),
+    Field("MCP_PORT", "port", _int_range(0, 65535), "8000", "HTTP port (0 picks a free one).", True),
+    Field("MCP_AUTH_TOKEN", "auth_tokens", _tokens, "", "Bearer token(s) for HTTP, comma-separated.", secret=True),
+    Field("MCP_PUBLIC_BASE_URL", "public_base_url", _url, "", "Public URL prefix for image links."),
+    Field("MCP_IMAGE_SAVE_DIR", "image_save_dir", _path, "./generated_images", "Where images are written.", True),
+    Field("MCP_IMAGE_RECORD_TTL", "image_record_ttl", _int_range(1, 10 * 365 * 86400), "86400",
+          "Seconds an image record stays readable by get_image_data."),
+    Field("MCP_GET_IMAGE_DATA_MAX_BYTES", "get_image_data_max_bytes", _int_range(1024, 1 << 30), "10485760",
+          "Largest image returned as base64."),
+    Field("MCP_DEFAULT_PROVIDER", "default_provider", _provider_name, "", "Provider used when none is named."),
+    Field("MCP_LOG_LEVEL", "log_level", _choice(*LOG_LEVELS, upper=True), "INFO", "Log level (logs go to stderr)."),
+    # http transport
+    Field("MCP_SESSION_IDLE_TIMEOUT", "session_idle_timeout", _float_range(1, 7 * 86400), "1800",
+          "Seconds before an idle HTTP session is closed."),
+    Field("MCP_MAX_SESSIONS", "max_sessions", _int_range(1, 1_000_000), "1000", "Most concurrent HTTP sessions."),
+    Field("MCP_ALLOW_UNAUTHENTICATED", "allow_unauthenticated", _bool, "false",
+          "Allow a non-loopback bind without MCP_AUTH_TOKEN.", True),
+    Field("MCP_ALLOWED_ORIGINS", "allowed_origins", _csv, "", "Extra browser origins allowed (comma-separated)."),
+    Field("MCP_MAX_BODY_BYTES", "max_body_bytes", _int_range(1024, 1 << 30), "4194304", "Largest HTTP request body."),
+    # tencent hunyuan
+    Field("TENCENT_SECRET_ID", "tencent_secret_id", _secret, "", "Tencent Cloud SecretId (Hunyuan).", secret=True),
+    Field("TENCENT_SECRET_KEY", "tencent_secret_key", _secret, "", "Tencent Cloud SecretKey (Hunyuan).",
+          secret=True),
+    Field("TENCENT_REGION", "tencent_region", _str, "ap-guangzhou", "Hunyuan region."),
+    Field("TENCENT_ENDPOINT", "tencent_endpoint", _url, "", "Hunyuan endpoint override (http://host:port)."),
+    # openai
+    Field("OPENAI_API_KEY", "openai_api_key", _secret, "", "OpenAI API key.", secret=True),
+    Field("OPENAI_BASE_URL", "openai_base_url", _url, "", "OpenAI-compatible base URL."),
+    Field("OPENAI_MODEL", "openai_model", _str, "gpt-image-2", "OpenAI image model."),
+    # doubao
+    Field("DOUBAO_API_KEY", "doubao_api_key", _secret, "", "Volcengine Ark API key (Doubao).", secret=True),
+    Field("DOUBAO_ENDPOINT", "doubao_endpoint", _url, "", "Ark base URL override."),
+    Field("DOUBAO_MODEL", "doubao_model", _str, "doubao-seedream-4-0-250828", "Doubao/Seedream model."),
+    Field("DOUBAO_FALLBACK_MODEL", "doubao_fallback_model", _opt_str, "",
+          "Model used when DOUBAO_MODEL is unavailable or not found."),
+    # modelscope
+    Field("MODELSCOPE_API_KEY", "modelscope_api_key", _secret, "", "ModelScope access token.", secret=True,
+          aliases=("MODELSCOPE_SDK_TOKEN",)),
+    Field("MODELSCOPE_BASE_URL", "modelscope_base_url", _url, "", "ModelScope API-Inference base URL."),
+    Field("MODELSCOPE_MODEL", "modelscope_model", _str, "Qwen/Qwen-Image", "ModelScope model id."),
+    # provider behaviour (retries, timeouts, polling, concurrency, failover)
+    Field("MCP_FALLBACK_PROVIDERS", "fallback_providers", _csv, "",
+          "Ordered providers tried when an unpinned request's provider is unavailable."),
+    Field("MCP_PROVIDER_MAX_ATTEMPTS", "provider_max_attempts", _int_range(1, 10), "3",
+          "Attempts per provider call for transient failures (1 = no retry)."),
+    Field("MCP_PROVIDER_RETRY_BUDGET", "provider_retry_budget", _float_range(0, 3600), "60",
+          "Most seconds spent waiting between retries of one call."),
+    Field("MCP_DOWNLOAD_MAX_BYTES", "download_max_bytes", _int_range(1024, 1 << 30), "52428800",
+          "Largest result image downloaded from a provider."),
+    Field("MCP_DOWNLOAD_TIMEOUT", "download_timeout", _float_range(1, 3600), "60",
+          "Seconds allowed for downloading one result image."),
+    Field("MCP_LOCAL_MAX_CONCURRENCY", "local_max_concurrency", _int_range(1, 256), "2",
+          "Concurrent renders of the local provider."),
+    Field("MCP_HUNYUAN_MAX_CONCURRENCY", "hunyuan_max_concurrency", _int_range(1, 256), "1",
+          "Concurrent Hunyuan jobs (the service allows one by default)."),
+    Field("MCP_HUNYUAN_POLL_INTERVAL", "hunyuan_poll_interval", _float_range(0.01, 60), "2",
+          "Seconds between Hunyuan job polls."),
+    Field("MCP_HUNYUAN_TIMEOUT", "hunyuan_timeout", _float_range(1, 3600), "180",
+          "Overall seconds allowed for one Hunyuan generation."),
+    Field("MCP_OPENAI_MAX_CONCURRENCY", "openai_max_concurrency", _int_range(1, 256), "4",
+          "Concurrent OpenAI requests."),
+    Field("MCP_OPENAI_TIMEOUT", "openai_timeout", _float_range(1, 3600), "180",
+          "Overall seconds allowed for one OpenAI generation."),
+    Field("MCP_DOUBAO_MAX_CONCURRENCY", "doubao_max_concurrency", _int_range(1, 256), "4",
+          "Concurrent Doubao requests."),
+    Field("MCP_DOUBAO_TIMEOUT", "doubao_timeout", _float_range(1, 3600), "180",
+          "Overall seconds allowed for one Doubao generation."),
+    Field("MCP_MODELSCOPE_MAX_CONCURRENCY", "modelscope_max_concurrency", _int_range(1, 256), "2",
+          "Concurrent ModelScope tasks."),
+    Field("MCP_MODELSCOPE_POLL_INTERVAL", "modelscope_poll_interval", _float_range(0.01, 60), "5",
+          "Seconds between ModelScope task polls."),
+    Field("MCP_MODELSCOPE_TIMEOUT", "modelscope_timeout", _float_range(1, 3600), "300",
+          "Overall seconds allowed for one ModelScope generation."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration snapshot; never mutated, replaced on reload."""
+
+    transport: Transport = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth_tokens: tuple[Secret, ...] = ()
+    public_base_url: str | None = None
+    image_save_dir: Path = Path("generated_images").resolve()
+    image_record_ttl: int = 86400
+    get_image_data_max_bytes: int = 10 * 1024 * 1024
+    default_provider: str | None = None
+    log_level: str = "INFO"
+    session_idle_timeout: float = 1800.0
+    max_sessions: int = 1000
+    allow_unauthenticated: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    tencent_secret_id: Secret | None = None
+    tencent_secret_key: Secret | None = None
+    tencent_region: str = "ap-guangzhou"
+    tencent_endpoint: str | None = None
+    openai_api_key: Secret | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-image-2"
+    doubao_api_key: Secret | None = None
+    doubao_endpoint: str | None = None
+    doubao_model: str = "doubao-seedream-4-0-250828"
+    doubao_fallback_model: str | None = None
+    modelscope_api_key: Secret | None = None
+    modelscope_base_url: str | None = None
+    modelscope_model: str = "Qwen/Qwen-Image"
+    fallback_providers: tuple[str, ...] = ()
+    provider_max_attempts: int = 3
+    provider_retry_budget: float = 60.0
+    download_max_bytes: int = 50 * 1024 * 1024
+    download_timeout: float = 60.0
+    local_max_concurrency: int = 2
+    hunyuan_max_concurrency: int = 1
+    hunyuan_poll_interval: float = 2.0
+    hunyuan_timeout: float = 180.0
+    openai_max_concurrency: int = 4
+    openai_timeout: float = 180.0
+    doubao_max_concurrency: int = 4
+    doubao_timeout: float = 180.0
+    modelscope_max_concurrency: int = 2
+    modelscope_poll_interval: float = 5.0
+    modelscope_timeout: float = 300.0
+    env_file: Path | None = None
+    """The ``.env`` this snapshot was read from (``None``: none found)."""
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as JSON-safe values with every secret replaced by whether it is set."""
+        out: dict[str, Any] = {}
+        for f in FIELDS:
+            value = getattr(self, f.attr)
+            if f.secret:
+                out[f.env] = "set" if value else "unset"
+            elif isinstance(value, Path):
+                out[f.env] = str(value)
+            else:
+                out[f.env] = value
+        return out
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values  # imported here: only needed when a .env exists
+
+    try:
+        values = dotenv_values(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}", details={"path": str(path)}) from exc
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _default_env_file(environ: Mapping[str, str]) -> Path | None:
+    candidate = Path(environ.get("MCP_ENV_FILE", ".env")).expanduser()
+    return candidate.resolve() if candidate.is_file() else None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | str | None = None,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    dotenv_override: bool = False,
+) -> Settings:
+    """Build a validated snapshot.
+
+    Args:
+        environ: the process environment (``os.environ`` when ``None``).
+        env_file: a ``.env`` path; when ``None``, ``$MCP_ENV_FILE`` or ``./.env`` if it exists.
+        overrides: values from command-line flags, keyed by variable name; they beat everything.
+        dotenv_override: let ``.env`` values beat the environment (used by ``reload_config``).
+
+    Raises:
+        ConfigError: naming the variable and the bad value (secrets are never echoed).
+    """
+    env = dict(os.environ if environ is None else environ)
+    if env_file is None:
+        path = _default_env_file(env)
+    else:
+        path = Path(env_file).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"env file {path} does not exist", details={"path": str(path)})
+    file_values = _read_env_file(path) if path else {}
+    layers = [env, file_values] if dotenv_override else [file_values, env]
+    merged: dict[str, str] = {}
+    for layer in layers:
+        merged.update(layer)
+    merged.update(overrides or {})
+
+    values: dict[str, Any] = {"env_file": path}
+    problems: list[str] = []
+    for f in FIELDS:
+        raw = next((merged[n] for n in (f.env, *f.aliases) if n in merged), f.default)
+        try:
+            values[f.attr] = f.cast(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if f.secret else repr(raw)
+            problems.append(f"{f.env}={shown}: {exc}")
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems), details={"problems": problems})
+    return Settings(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    settings: Settings
+    changed: tuple[str, ...]
+    """Variable names whose value changed and now apply."""
+    restart_required: tuple[str, ...]
+    """Variable names that changed but only take effect after a restart (kept at their old value)."""
+
+
+def reload_settings(
+    current: Settings,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    dotenv_override: bool = False,
+) -> ReloadResult:
+    """Re-read environment and ``.env``; restart-only fields keep their running value.
+
+    Raises:
+        ConfigError: the new values are invalid; the caller keeps ``current``.
+    """
+    env_file = current.env_file if current.env_file and current.env_file.is_file() else None
+    fresh = load_settings(environ, env_file, overrides, dotenv_override=dotenv_override)
+    changed: list[str] = []
+    restart: list[str] = []
+    keep: dict[str, Any] = {}
+    for f in FIELDS:
+        if getattr(fresh, f.attr) != getattr(current, f.attr):
+            if f.restart_only:
+                restart.append(f.env)
+                keep[f.attr] = getattr(current, f.attr)
+            else:
+                changed.append(f.env)
+    if restart:
+        logger.warning("reload: %s changed but need a restart to take effect", ", ".join(restart))
+    return ReloadResult(dataclasses.replace(fresh, **keep), tuple(changed), tuple(restart))

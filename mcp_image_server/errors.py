@@ -1,0 +1,208 @@
+"""One error hierarchy with stable codes.
+
+Every error the server reports to a client carries a ``code`` that never changes
+between releases (README, "Error codes"). Tools turn these into results with
+``isError: true``; the HTTP layer turns its own into JSON bodies.
+
+    ImageServerError                      internal_error
+    ├── ConfigError                       config_error
+    ├── InvalidArgumentError (ValueError) invalid_argument
+    │   ├── UnknownProviderError          unknown_provider
+    │   ├── ProviderMismatchError         provider_mismatch
+    │   ├── UnknownStyleError             unknown_style
+    │   ├── UnknownResolutionError        unknown_resolution
+    │   └── UnsupportedOptionError        unsupported_option
+    ├── ProviderNotConfiguredError        provider_not_configured
+    ├── ImageNotFoundError (LookupError)  image_not_found
+    ├── ImageExpiredError (LookupError)   image_expired
+    ├── ImageTooLargeError                image_too_large
+    ├── StorageError (OSError)            storage_error
+    └── ProviderError                     provider_error
+        ├── AuthFailedError               auth_failed
+        ├── RateLimitedError              rate_limited      (transient, retry_after)
+        ├── ContentRejectedError          content_rejected
+        ├── ProviderInvalidArgumentError  provider_invalid_argument
+        ├── ModelNotFoundError            model_not_found
+        ├── ProviderUnavailableError      provider_unavailable (transient)
+        ├── ProviderTimeoutError          provider_timeout  (transient)
+        └── BadImageDataError             bad_image_data
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthFailedError",
+    "BadImageDataError",
+    "ConfigError",
+    "ContentRejectedError",
+    "ImageExpiredError",
+    "ImageNotFoundError",
+    "ImageServerError",
+    "ImageTooLargeError",
+    "InvalidArgumentError",
+    "ModelNotFoundError",
+    "ProviderError",
+    "ProviderInvalidArgumentError",
+    "ProviderMismatchError",
+    "ProviderNotConfiguredError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "StorageError",
+    "UnknownProviderError",
+    "UnknownResolutionError",
+    "UnknownStyleError",
+    "UnsupportedOptionError",
+    "all_error_codes",
+]
+
+
+class ImageServerError(Exception):
+    """Base of every error this server reports; ``code`` is stable."""
+
+    code: ClassVar[str] = "internal_error"
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class ConfigError(ImageServerError):
+    code = "config_error"
+
+
+class InvalidArgumentError(ImageServerError, ValueError):
+    code = "invalid_argument"
+
+
+class UnknownProviderError(InvalidArgumentError):
+    code = "unknown_provider"
+
+
+class ProviderMismatchError(InvalidArgumentError):
+    code = "provider_mismatch"
+
+
+class UnknownStyleError(InvalidArgumentError):
+    code = "unknown_style"
+
+
+class UnknownResolutionError(InvalidArgumentError):
+    code = "unknown_resolution"
+
+
+class UnsupportedOptionError(InvalidArgumentError):
+    code = "unsupported_option"
+
+
+class ProviderNotConfiguredError(ImageServerError):
+    code = "provider_not_configured"
+
+
+class ImageNotFoundError(ImageServerError, LookupError):
+    code = "image_not_found"
+
+
+class ImageExpiredError(ImageServerError, LookupError):
+    code = "image_expired"
+
+
+class ImageTooLargeError(ImageServerError):
+    code = "image_too_large"
+
+
+class StorageError(ImageServerError, OSError):
+    code = "storage_error"
+
+
+class ProviderError(ImageServerError):
+    """A provider failed; ``provider`` names it so failover can say who failed.
+
+    ``retryable`` defaults to the class's ``transient``; an adapter sets it to False
+    when repeating the call could start a second job (a submission that may have
+    been accepted before the connection failed).
+    """
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        details: Mapping[str, Any] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.provider = provider
+        self.retryable = self.transient if retryable is None else retryable
+        if provider:
+            self.details.setdefault("provider", provider)
+
+
+class AuthFailedError(ProviderError):
+    code = "auth_failed"
+
+
+class RateLimitedError(ProviderError):
+    code = "rate_limited"
+    transient = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        retry_after: float | None = None,
+        details: Mapping[str, Any] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, details=details, retryable=retryable)
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.details["retry_after"] = retry_after
+
+
+class ContentRejectedError(ProviderError):
+    code = "content_rejected"
+
+
+class ProviderInvalidArgumentError(ProviderError):
+    code = "provider_invalid_argument"
+
+
+class ModelNotFoundError(ProviderError):
+    code = "model_not_found"
+
+
+class ProviderUnavailableError(ProviderError):
+    code = "provider_unavailable"
+    transient = True
+
+
+class ProviderTimeoutError(ProviderError):
+    code = "provider_timeout"
+    transient = True
+
+
+class BadImageDataError(ProviderError):
+    code = "bad_image_data"
+
+
+def all_error_codes() -> dict[str, type[ImageServerError]]:
+    """Every stable code mapped to its class (used by docs tests)."""
+    found: dict[str, type[ImageServerError]] = {}
+    stack: list[type[ImageServerError]] = [ImageServerError]
+    while stack:
+        cls = stack.pop()
+        found[cls.code] = cls
+        stack.extend(cls.__subclasses__())
+    return found

@@ -1,0 +1,349 @@
+"""Provider selection, ``provider:value`` parsing, retries with backoff, concurrency limits.
+
+One manager belongs to one settings snapshot; ``reload_config`` builds a new one and
+retires the old after its in-flight calls finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..config import Settings
+from ..errors import (
+    ProviderError,
+    ProviderMismatchError,
+    ProviderNotConfiguredError,
+    RateLimitedError,
+    UnknownProviderError,
+    UnknownResolutionError,
+    UnknownStyleError,
+    UnsupportedOptionError,
+)
+from ..models import GenerationRequest, ImageFormat, ProgressFn, ProviderCatalog, ProviderResult
+from .base import Provider, ProviderSpec
+
+__all__ = ["ProviderManager", "Selection", "parse_size"]
+
+logger = logging.getLogger(__name__)
+
+_SIZE_RE: Final = re.compile(r"^\s*(\d{1,5})\s*[x:*×X]\s*(\d{1,5})\s*$")
+_BACKOFF_BASE: Final = 0.5
+_BACKOFF_CAP: Final = 8.0
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """``1024x768``/``1024:768`` -> (1024, 768); ``auto`` -> None.
+
+    Raises:
+        ValueError: not a size.
+    """
+    if text.strip().lower() == "auto":
+        return None
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A request resolved against one provider's catalog."""
+
+    provider: str
+    style: str | None
+    width: int | None
+    height: int | None
+    warnings: tuple[str, ...] = ()
+    pinned: bool = False
+    """The caller named the provider (directly or by prefix): no failover to another."""
+
+
+class ProviderManager:
+    """Knows every registered provider, which are configured, and runs calls against them."""
+
+    def __init__(self, settings: Settings, specs: Mapping[str, ProviderSpec]) -> None:
+        self.settings = settings
+        self.specs = dict(specs)
+        self.configured: tuple[str, ...] = tuple(
+            name for name, spec in sorted(self.specs.items(), key=lambda kv: kv[1].order) if spec.is_configured(settings)
+        )
+        self.default_name = self._pick_default()
+        self._instances: dict[str, Provider] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _pick_default(self) -> str:
+        wanted = self.settings.default_provider
+        if wanted:
+            if wanted not in self.specs:
+                logger.warning("MCP_DEFAULT_PROVIDER=%s is not a provider; using automatic choice", wanted)
+            elif wanted not in self.configured:
+                logger.warning("MCP_DEFAULT_PROVIDER=%s is not configured; using automatic choice", wanted)
+            else:
+                return wanted
+        return self.configured[0] if self.configured else "local"
+
+    # --- catalogs ---------------------------------------------------------------------------
+
+    def catalog(self, name: str) -> ProviderCatalog:
+        """Raises: UnknownProviderError."""
+        return self._spec(name).catalog
+
+    def _spec(self, name: str) -> ProviderSpec:
+        spec = self.specs.get(name.strip().lower())
+        if spec is None:
+            raise UnknownProviderError(
+                f"unknown provider {name!r}; choose one of: {', '.join(self.specs)}",
+                details={"provider": name, "choices": list(self.specs)},
+            )
+        return spec
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """JSON-ready description of one provider, with no secret."""
+        spec = self._spec(name)
+        c = spec.catalog
+        return {
+            "name": c.name,
+            "display_name": c.display_name,
+            "description": c.description,
+            "configured": name in self.configured,
+            "default": name == self.default_name,
+            "credentials": spec.credentials_hint or None,
+            "models": list(c.models),
+            "styles": [
+                {"code": s.code, "label": s.label, "prompt_modifier": s.prompt_modifier is not None} for s in c.styles
+            ],
+            "default_style": c.default_style,
+            "resolutions": list(c.resolutions),
+            "default_resolution": c.default_resolution,
+            "size_range": list(c.size_range) if c.size_range else None,
+            "formats": list(c.formats),
+            "max_n": c.max_n,
+            "max_prompt_chars": c.max_prompt_chars,
+            "supports_negative_prompt": c.supports_negative_prompt,
+            "supports_seed": c.supports_seed,
+            "options": list(c.options),
+            "notes": c.notes,
+        }
+
+    # --- selection --------------------------------------------------------------------------
+
+    def _split_prefix(self, value: str | None) -> tuple[str | None, str | None]:
+        """``hunyuan:riman`` -> ("hunyuan", "riman"); plain values have no prefix."""
+        if value is None:
+            return None, None
+        value = value.strip()
+        head, sep, rest = value.partition(":")
+        if sep and head.lower() in self.specs:
+            return head.lower(), rest.strip()
+        if sep and not head.isdigit() and head.lower() != "auto":
+            raise UnknownProviderError(
+                f"{value!r} names provider {head!r}, which does not exist; choose one of: {', '.join(self.specs)}",
+                details={"provider": head, "choices": list(self.specs)},
+            )
+        return None, value
+
+    def select(
+        self,
+        *,
+        provider: str | None,
+        style: str | None,
+        resolution: str | None,
+        options: Mapping[str, Any] | None = None,
+        output_format: ImageFormat = "png",
+        n: int = 1,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
+    ) -> Selection:
+        """Resolve the provider, style and size of a request.
+
+        Raises:
+            UnknownProviderError, ProviderMismatchError, ProviderNotConfiguredError,
+            UnknownStyleError, UnknownResolutionError, UnsupportedOptionError.
+        """
+        style_prefix, style_value = self._split_prefix(style)
+        res_prefix, res_value = self._split_prefix(resolution)
+        named = provider.strip().lower() if provider and provider.strip() else None
+        if named is not None:
+            self._spec(named)
+        for label, prefix in (("style", style_prefix), ("resolution", res_prefix)):
+            if prefix is not None and named is not None and prefix != named:
+                raise ProviderMismatchError(
+                    f"{label} is for provider {prefix!r} but provider {named!r} was requested",
+                    details={"provider": named, label: prefix},
+                )
+        if style_prefix and res_prefix and style_prefix != res_prefix:
+            raise ProviderMismatchError(
+                f"style is for provider {style_prefix!r} but resolution is for {res_prefix!r}",
+                details={"style": style_prefix, "resolution": res_prefix},
+            )
+        chosen = named or style_prefix or res_prefix
+        pinned = chosen is not None
+        name = chosen or self.default_name
+        spec = self._spec(name)
+        if name not in self.configured:
+            raise ProviderNotConfiguredError(
+                f"provider {name!r} is not configured ({spec.credentials_hint or 'no credentials set'}); "
+                f"configured providers: {', '.join(self.configured)}",
+                details={"provider": name, "configured": list(self.configured)},
+            )
+        catalog = spec.catalog
+        warnings: list[str] = []
+        chosen_style = self._check_style(catalog, style_value)
+        width_height = self._check_size(catalog, res_value)
+        if output_format not in catalog.formats:
+            raise UnsupportedOptionError(
+                f"provider {name!r} cannot output {output_format}; formats: {', '.join(catalog.formats)}",
+                details={"provider": name, "output_format": output_format, "choices": list(catalog.formats)},
+            )
+        unsupported = sorted(k for k, v in (options or {}).items() if v is not None and k not in catalog.options)
+        if unsupported:
+            raise UnsupportedOptionError(
+                f"option(s) {', '.join(unsupported)} are not supported by provider {name!r}"
+                + (f"; it accepts: {', '.join(catalog.options)}" if catalog.options else ""),
+                details={"provider": name, "options": unsupported, "choices": list(catalog.options)},
+            )
+        if n > catalog.max_n:
+            raise UnsupportedOptionError(
+                f"provider {name!r} makes at most {catalog.max_n} image(s) per call, got n={n}",
+                details={"provider": name, "n": n, "max_n": catalog.max_n},
+            )
+        if negative_prompt and not catalog.supports_negative_prompt:
+            warnings.append(f"{name} has no negative prompt; it was ignored")
+        if seed is not None and not catalog.supports_seed:
+            warnings.append(f"{name} does not take a seed; it was ignored")
+        w, h = width_height if width_height else (None, None)
+        return Selection(name, chosen_style, w, h, tuple(warnings), pinned)
+
+    @staticmethod
+    def _check_style(catalog: ProviderCatalog, value: str | None) -> str | None:
+        if value is None or value == "":
+            return catalog.default_style
+        code = value.strip()
+        if catalog.style(code) is None:
+            lowered = code.lower()
+            match = next((s.code for s in catalog.styles if s.code.lower() == lowered), None)
+            if match is None:
+                choices = [s.code for s in catalog.styles]
+                raise UnknownStyleError(
+                    f"unknown style {code!r} for provider {catalog.name!r}; choose one of: {', '.join(choices)}",
+                    details={"provider": catalog.name, "style": code, "choices": choices},
+                )
+            code = match
+        return code
+
+    @staticmethod
+    def _check_size(catalog: ProviderCatalog, value: str | None) -> tuple[int, int] | None:
+        text = value if value else catalog.default_resolution
+        hint = f"presets: {', '.join(catalog.resolutions)}"
+        if catalog.size_range:
+            lo, hi = catalog.size_range
+            hint += f"; or any WxH with sides {lo}..{hi}"
+            if catalog.size_multiple > 1:
+                hint += f" divisible by {catalog.size_multiple}"
+        details = {"provider": catalog.name, "resolution": text, "choices": list(catalog.resolutions)}
+        try:
+            size = parse_size(text)
+        except ValueError:
+            raise UnknownResolutionError(
+                f"{text!r} is not a resolution (use WxH, W:H or auto); {hint}", details=details
+            ) from None
+        canonical = "auto" if size is None else f"{size[0]}x{size[1]}"
+        if canonical in catalog.resolutions:
+            return size
+        if size is not None and catalog.size_range:
+            lo, hi = catalog.size_range
+            m = catalog.size_multiple
+            if all(lo <= side <= hi and side % m == 0 for side in size):
+                return size
+        raise UnknownResolutionError(
+            f"resolution {canonical} is not available for provider {catalog.name!r}; {hint}", details=details
+        )
+
+    # --- running ----------------------------------------------------------------------------
+
+    def provider(self, name: str) -> Provider:
+        """The live instance of ``name``, created on first use (this is where a vendor SDK is imported)."""
+        inst = self._instances.get(name)
+        if inst is None:
+            inst = self._instances[name] = self._spec(name).factory(self.settings)
+        return inst
+
+    def _limit(self, name: str) -> asyncio.Semaphore:
+        sem = self._limits.get(name)
+        if sem is None:
+            # Convention: MCP_<PROVIDER>_MAX_CONCURRENCY -> settings.<provider>_max_concurrency.
+            size = int(getattr(self.settings, f"{name}_max_concurrency", 4))
+            sem = self._limits[name] = asyncio.Semaphore(size)
+        return sem
+
+    def queue_depth(self, name: str) -> int:
+        """Callers waiting for a slot of ``name`` (0 when a slot is free)."""
+        sem = self._limits.get(name)
+        waiters = getattr(sem, "_waiters", None) if sem else None
+        return len(waiters) if waiters else 0
+
+    async def generate(
+        self, name: str, request: GenerationRequest, progress: ProgressFn | None = None
+    ) -> ProviderResult:
+        """Run one generation on ``name``: queue for a slot, then retry transient failures with backoff.
+
+        Raises:
+            ProviderError: the last failure once attempts or the retry budget are spent.
+        """
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            sem = self._limit(name)
+            if sem.locked() and progress is not None:
+                await progress(f"queued for {name}, {self.queue_depth(name) + 1} ahead")
+            async with sem:
+                return await self._with_retries(name, request, progress)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _with_retries(self, name: str, request: GenerationRequest, progress: ProgressFn | None) -> ProviderResult:
+        attempts = self.settings.provider_max_attempts
+        budget_end = time.monotonic() + self.settings.provider_retry_budget
+        provider = self.provider(name)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await provider.generate(request, progress)
+            except ProviderError as exc:
+                if not exc.retryable or attempt == attempts:
+                    raise
+                delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
+                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                if time.monotonic() + delay > budget_end:
+                    raise
+                logger.info("%s attempt %d failed (%s); retrying in %.2f s", name, attempt, exc.code, delay)
+                if progress is not None:
+                    await progress(f"{name} {exc.code}; retrying in {delay:.0f} s")
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self, grace: float = 600.0) -> None:
+        """Close every provider once in-flight calls are done (or ``grace`` seconds pass)."""
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        except TimeoutError:
+            logger.warning("closing providers with %d call(s) still running", self._inflight)
+        instances, self._instances = list(self._instances.values()), {}
+        for inst in instances:
+            try:
+                await inst.aclose()
+            except Exception:  # noqa: BLE001 - closing must not stop the others
+                logger.exception("error closing provider %s", inst.name)

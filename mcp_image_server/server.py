@@ -1,0 +1,393 @@
+"""The MCP surface on the SDK's ``MCPServer``: tools, resources and a prompt over ``ImageService``.
+
+Two error channels (STYLE habit 8): anything the caller or a provider got wrong is a
+tool result with ``isError: true`` and ``structuredContent.error = {code, message,
+details}``; protocol misuse (unknown tool, bad resource URI) stays a JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    ContentBlock,
+    ImageContent,
+    InputRequiredResult,
+    ResourceLink,
+    TextContent,
+    ToolAnnotations,
+)
+from pydantic import AnyUrl, BaseModel, Field, ValidationError
+
+from . import __version__
+from .errors import ConfigError, ImageServerError, InvalidArgumentError
+from .models import GenerateOutcome, GenerateParams, ImageFormat, ImageRecord
+from .service import ImageService
+
+__all__ = ["build_mcp_server"]
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "Generates images from text. Call generate_image with a prompt; read providers://list, styles://list "
+    "and resolutions://list to choose provider, style and size (values may be written provider:value, e.g. "
+    "style='hunyuan:riman'). Results carry image_id, file_path and (over HTTP) a url; call get_image_data "
+    "only when you need the bytes as base64."
+)
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ImageInfo(BaseModel):
+    image_id: str
+    provider: str
+    model: str
+    style: str | None
+    resolution: str
+    width: int
+    height: int
+    mime_type: str
+    size_bytes: int
+    file_path: str
+    url: str | None
+    resource_uri: str
+    revised_prompt: str | None
+    seed: int | None
+
+
+class GenerateImageOutput(BaseModel):
+    ok: bool
+    images: list[ImageInfo] = []
+    warnings: list[str] = []
+    error: ErrorInfo | None = None
+
+
+class ImageDataOutput(BaseModel):
+    ok: bool
+    image_id: str | None = None
+    mime_type: str | None = None
+    size_bytes: int | None = None
+    base64: str | None = None
+    error: ErrorInfo | None = None
+
+
+class ReloadOutput(BaseModel):
+    ok: bool
+    changed: list[str] = []
+    restart_required: list[str] = []
+    providers: list[str] = []
+    default_provider: str | None = None
+    error: ErrorInfo | None = None
+
+
+def error_result(exc: ImageServerError) -> CallToolResult:
+    """A tool error the model can read and act on."""
+    return CallToolResult(
+        content=[TextContent(text=f"Error [{exc.code}]: {exc.message}")],
+        structured_content={"ok": False, "error": exc.to_dict()},
+        is_error=True,
+    )
+
+
+class ImageMCPServer(MCPServer[Any]):
+    """``MCPServer`` with our error mapping and typed image resources."""
+
+    def __init__(self, service: ImageService, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        if self._tool_manager.get_tool(name) is None:
+            known = ", ".join(t.name for t in self._tool_manager.list_tools())
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {name!r}; available tools: {known}", {"tool": name})
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                problems = [
+                    f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in cause.errors()
+                ]
+                return error_result(
+                    InvalidArgumentError(
+                        "invalid arguments: " + "; ".join(problems),
+                        details={"fields": sorted({str(err["loc"][0]) for err in cause.errors() if err["loc"]})},
+                    )
+                )
+            raise
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        text = str(uri)
+        if text.startswith("images://"):
+            try:
+                record, data = await self.service.image_bytes(text.removeprefix("images://"))
+            except ImageServerError as exc:
+                raise MCPError(INVALID_PARAMS, exc.message, {"uri": text, "code": exc.code}) from exc
+            return [ReadResourceContents(content=data, mime_type=record.mime_type)]
+        try:
+            return await super().read_resource(uri, context)
+        except MCPError:
+            raise
+        except Exception as exc:
+            err = exc.__cause__ if isinstance(exc.__cause__, ImageServerError) else exc
+            if isinstance(err, ImageServerError):
+                raise MCPError(INVALID_PARAMS, err.message, {"uri": text, "code": err.code}) from exc
+            raise
+
+
+def _image_info(service: ImageService, record: ImageRecord) -> ImageInfo:
+    return ImageInfo(
+        image_id=record.image_id,
+        provider=record.provider,
+        model=record.model,
+        style=record.style,
+        resolution=record.resolution,
+        width=record.width,
+        height=record.height,
+        mime_type=record.mime_type,
+        size_bytes=record.size_bytes,
+        file_path=str(service.store.path_of(record)),
+        url=service.url_for(record),
+        resource_uri=f"images://{record.image_id}",
+        revised_prompt=record.revised_prompt,
+        seed=record.seed,
+    )
+
+
+async def _generate_result(
+    service: ImageService, outcome: GenerateOutcome, inline: Literal["thumbnail", "full", "none"]
+) -> CallToolResult:
+    infos = [_image_info(service, r) for r in outcome.records]
+    warnings = list(outcome.warnings)
+    lines = [f"Generated {len(infos)} image(s) with {outcome.provider} ({outcome.model}):"]
+    for info in infos:
+        lines.append(
+            f"- {info.image_id}: {info.width}x{info.height} {info.mime_type}, {info.size_bytes} bytes, "
+            f"file {info.file_path}" + (f", url {info.url}" if info.url else "")
+        )
+    content: list[ContentBlock] = []
+    for record, info in zip(outcome.records, infos, strict=True):
+        content.append(
+            ResourceLink(
+                uri=info.resource_uri,
+                name=record.file_name,
+                mime_type=record.mime_type,
+                size=record.size_bytes,
+                description=f"{info.width}x{info.height} image from {record.provider}",
+            )
+        )
+        if inline == "none":
+            continue
+        limit = service.settings.get_image_data_max_bytes
+        if inline == "full" and record.size_bytes <= limit:
+            data = await service.image_bytes(record.image_id)
+            content.append(ImageContent(data=base64.b64encode(data[1]).decode(), mime_type=record.mime_type))
+            continue
+        if inline == "full":
+            warnings.append(
+                f"inline='full' refused for {record.image_id}: {record.size_bytes} bytes is over "
+                f"MCP_GET_IMAGE_DATA_MAX_BYTES={limit}; a thumbnail was sent instead"
+            )
+        thumb, mime = await service.thumbnail(record)
+        content.append(ImageContent(data=base64.b64encode(thumb).decode(), mime_type=mime))
+    if warnings:
+        lines.append("Warnings: " + "; ".join(warnings))
+    content.insert(0, TextContent(text="\n".join(lines)))
+    output = GenerateImageOutput(ok=True, images=infos, warnings=warnings)
+    return CallToolResult(content=content, structured_content=output.model_dump(mode="json"))
+
+
+def build_mcp_server(service: ImageService) -> ImageMCPServer:
+    """The SDK server with every tool, resource and prompt bound to ``service``."""
+    mcp = ImageMCPServer(
+        service,
+        name="mcp-image-server",
+        title="MCP Image Server",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level=service.settings.log_level,  # type: ignore[arg-type]
+    )
+
+    @mcp.tool(
+        annotations=ToolAnnotations(title="Generate image", read_only_hint=False, open_world_hint=True),
+    )
+    async def generate_image(
+        ctx: Context[Any, Any],
+        prompt: Annotated[str, Field(min_length=1, max_length=32000, description="What to draw.")],
+        provider: Annotated[
+            str | None, Field(description="Provider name (see providers://list); default: the server's default.")
+        ] = None,
+        style: Annotated[str | None, Field(description="Style code, or provider:style (e.g. hunyuan:riman).")] = None,
+        resolution: Annotated[
+            str | None, Field(description="WxH, W:H, auto, or provider:size (e.g. hunyuan:1024:768).")
+        ] = None,
+        negative_prompt: Annotated[str | None, Field(max_length=4000, description="What to avoid.")] = None,
+        n: Annotated[int, Field(ge=1, le=4, description="Number of images.")] = 1,
+        seed: Annotated[int | None, Field(ge=0, le=2**32 - 1, description="Seed for repeatable output.")] = None,
+        output_format: Annotated[ImageFormat, Field(description="File format.")] = "png",
+        file_prefix: Annotated[
+            str | None, Field(max_length=200, description="Prefix for the saved file name (made file-system safe).")
+        ] = None,
+        inline: Annotated[
+            Literal["thumbnail", "full", "none"],
+            Field(description="Image bytes in the result: a <=512 px thumbnail (default), the full image, or none."),
+        ] = "thumbnail",
+        quality: Annotated[
+            Literal["low", "medium", "high", "auto"] | None, Field(description="OpenAI only: render quality.")
+        ] = None,
+        background: Annotated[
+            Literal["transparent", "opaque", "auto"] | None, Field(description="OpenAI only: background.")
+        ] = None,
+        output_compression: Annotated[
+            int | None, Field(ge=0, le=100, description="OpenAI only: jpeg/webp compression 0-100.")
+        ] = None,
+        moderation: Annotated[Literal["auto", "low"] | None, Field(description="OpenAI only: moderation.")] = None,
+    ) -> Annotated[CallToolResult, GenerateImageOutput]:
+        """Generate image(s) from a text prompt; returns image ids, file paths, URLs and inline previews."""
+        params = GenerateParams(
+            prompt=prompt,
+            provider=provider,
+            style=style,
+            resolution=resolution,
+            negative_prompt=negative_prompt,
+            n=n,
+            seed=seed,
+            output_format=output_format,
+            file_prefix=file_prefix,
+            options={
+                "quality": quality,
+                "background": background,
+                "output_compression": output_compression,
+                "moderation": moderation,
+            },
+        )
+        step = 0
+
+        async def progress(message: str) -> None:
+            nonlocal step
+            step += 1
+            await ctx.report_progress(step, None, message)
+
+        try:
+            outcome = await service.generate(params, progress)
+            return await _generate_result(service, outcome, inline)
+        except ImageServerError as exc:
+            return error_result(exc)
+
+    @mcp.tool(annotations=ToolAnnotations(title="Get image data", read_only_hint=True))
+    async def get_image_data(
+        image_id: Annotated[str, Field(max_length=200, description="image_id from generate_image.")],
+    ) -> Annotated[CallToolResult, ImageDataOutput]:
+        """Return a generated image's full bytes as base64 (refused above MCP_GET_IMAGE_DATA_MAX_BYTES)."""
+        try:
+            record, data = await service.image_bytes(image_id.strip())
+        except ImageServerError as exc:
+            return error_result(exc)
+        encoded = base64.b64encode(data).decode()
+        output = ImageDataOutput(
+            ok=True, image_id=record.image_id, mime_type=record.mime_type, size_bytes=record.size_bytes, base64=encoded
+        )
+        return CallToolResult(
+            content=[TextContent(text=encoded)], structured_content=output.model_dump(mode="json")
+        )
+
+    @mcp.tool(annotations=ToolAnnotations(title="Reload configuration", read_only_hint=False, idempotent_hint=True))
+    async def reload_config(
+        dotenv_override: Annotated[
+            bool, Field(description="Let values in .env win over the process environment.")
+        ] = False,
+    ) -> Annotated[CallToolResult, ReloadOutput]:
+        """Re-read the environment and .env; reports changed settings (names only) and available providers."""
+        try:
+            result = await service.reload(dotenv_override=dotenv_override)
+        except ConfigError as exc:
+            return error_result(exc)
+        manager = service.manager
+        output = ReloadOutput(
+            ok=True,
+            changed=list(result.changed),
+            restart_required=list(result.restart_required),
+            providers=list(manager.configured),
+            default_provider=manager.default_name,
+        )
+        text = (
+            f"Reloaded. Changed: {', '.join(result.changed) or 'nothing'}. "
+            f"Needs restart: {', '.join(result.restart_required) or 'nothing'}. "
+            f"Providers: {', '.join(manager.configured)} (default {manager.default_name})."
+        )
+        return CallToolResult(content=[TextContent(text=text)], structured_content=output.model_dump(mode="json"))
+
+    def _json(data: Any) -> str:
+        return json.dumps(data, ensure_ascii=False, indent=2)
+
+    @mcp.resource("providers://list", name="providers", mime_type="application/json")
+    def providers_list() -> str:
+        """Every provider: configured or not, models, styles, resolutions, formats, limits (no secrets)."""
+        return _json(service.providers_info())
+
+    @mcp.resource("styles://list", name="styles", mime_type="application/json")
+    def styles_list() -> str:
+        """Styles of every provider."""
+        return _json(service.styles_info())
+
+    @mcp.resource("resolutions://list", name="resolutions", mime_type="application/json")
+    def resolutions_list() -> str:
+        """Resolutions of every provider."""
+        return _json(service.resolutions_info())
+
+    @mcp.resource("styles://provider/{provider_name}", name="provider_styles", mime_type="application/json")
+    def provider_styles(provider_name: str) -> str:
+        """Styles of one provider."""
+        return _json(service.styles_info(provider_name))
+
+    @mcp.resource(
+        "resolutions://provider/{provider_name}", name="provider_resolutions", mime_type="application/json"
+    )
+    def provider_resolutions(provider_name: str) -> str:
+        """Resolutions of one provider."""
+        return _json(service.resolutions_info(provider_name))
+
+    @mcp.resource("images://{image_id}", name="image", mime_type="image/png")
+    def image(image_id: str) -> bytes:
+        """A generated image as a blob (its real MIME type is set per image)."""
+        raise AssertionError("served by ImageMCPServer.read_resource")  # pragma: no cover
+
+    @mcp.prompt(title="Image generation prompt")
+    def image_generation_prompt(
+        description: str, provider: str | None = None, style: str | None = None, resolution: str | None = None
+    ) -> str:
+        """A ready-to-send request that turns a short description into a generate_image call."""
+        args = [f"prompt={description!r}"]
+        for key, value in (("provider", provider), ("style", style), ("resolution", resolution)):
+            if value:
+                args.append(f"{key}={value!r}")
+        return (
+            "Create an image for this description. First expand it into a vivid, specific prompt (subject, "
+            "setting, composition, lighting, colour palette, mood); keep any text that must appear in double "
+            "quotes. Then call the generate_image tool with "
+            + ", ".join(args)
+            + " (replacing prompt with your expanded version). If a style or resolution is rejected, read "
+            "styles://list or resolutions://list and pick a valid one. Finally show the image and give its "
+            "image_id and url or file path.\n\nDescription: "
+            + description
+        )
+
+    return mcp

@@ -1,0 +1,241 @@
+"""ImageService: the one core both transports use (generate, records, catalogs, reload)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import __version__
+from .config import ReloadResult, Settings, reload_settings
+from .errors import ConfigError, ImageTooLargeError, InvalidArgumentError
+from .imaging import thumbnail
+from .models import GenerateOutcome, GenerateParams, GenerationRequest, ImageRecord, ProgressFn
+from .providers import ProviderSpec, registry
+from .providers.manager import ProviderManager
+from .store import ImageStore, sanitize_prefix
+
+__all__ = ["ImageService"]
+
+logger = logging.getLogger(__name__)
+
+
+class ImageService:
+    """Holds the current settings snapshot, the provider manager and the store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
+        extra_providers: Iterable[ProviderSpec] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._environ = environ
+        self._overrides = dict(overrides or {})
+        self._specs = registry(extra_providers)
+        self._manager = ProviderManager(settings, self._specs)
+        self._retired: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self.store = ImageStore(settings.image_save_dir, clock=clock)
+        self.http_base_url: str | None = None
+        """Set by the HTTP transport once bound, so image URLs work without MCP_PUBLIC_BASE_URL."""
+        self.started_at = time.monotonic()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def manager(self) -> ProviderManager:
+        return self._manager
+
+    async def start(self) -> None:
+        """Raises: StorageError when the save directory is unusable."""
+        await asyncio.to_thread(self.store.open)
+        logger.info(
+            "images are saved in %s; providers configured: %s (default %s)",
+            self.store.save_dir,
+            ", ".join(self._manager.configured),
+            self._manager.default_name,
+        )
+
+    async def aclose(self) -> None:
+        await self._manager.aclose(grace=30)
+        for task in list(self._retired):
+            task.cancel()
+
+    # --- generation ---------------------------------------------------------------------------
+
+    async def generate(self, params: GenerateParams, progress: ProgressFn | None = None) -> GenerateOutcome:
+        """Validate, run on the chosen provider, store every image.
+
+        Raises:
+            InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderError, StorageError.
+        """
+        manager = self._manager  # in-flight calls finish on the snapshot they started with
+        settings = manager.settings
+        selection = manager.select(
+            provider=params.provider,
+            style=params.style,
+            resolution=params.resolution,
+            options=params.options,
+            output_format=params.output_format,
+            n=params.n,
+            negative_prompt=params.negative_prompt,
+            seed=params.seed,
+        )
+        catalog = manager.catalog(selection.provider)
+        prompt = params.prompt.strip()
+        if not prompt:
+            raise InvalidArgumentError("prompt must not be empty", details={"field": "prompt"})
+        if len(prompt) > catalog.max_prompt_chars:
+            raise InvalidArgumentError(
+                f"prompt has {len(prompt)} characters; {catalog.name} accepts at most {catalog.max_prompt_chars}",
+                details={"field": "prompt", "length": len(prompt), "max": catalog.max_prompt_chars},
+            )
+        warnings = list(selection.warnings)
+        prefix, changed = sanitize_prefix(params.file_prefix)
+        if changed:
+            warnings.append(f"file_prefix was made file-system safe: {prefix!r}")
+        style_info = catalog.style(selection.style) if selection.style else None
+        vendor_prompt = prompt
+        if style_info is not None and style_info.prompt_modifier:
+            vendor_prompt = f"{prompt}, {style_info.prompt_modifier}"
+        request = GenerationRequest(
+            prompt=vendor_prompt,
+            width=selection.width,
+            height=selection.height,
+            style=selection.style,
+            negative_prompt=params.negative_prompt if catalog.supports_negative_prompt else None,
+            n=params.n,
+            seed=params.seed if catalog.supports_seed else None,
+            output_format=params.output_format,
+            options={k: v for k, v in params.options.items() if v is not None},
+        )
+        result = await manager.generate(selection.provider, request, progress)
+        warnings.extend(result.warnings)
+        if progress is not None:
+            await progress("saving")
+        records = []
+        for image in result.images:
+            record = await asyncio.to_thread(
+                self.store.save,
+                image,
+                provider=selection.provider,
+                model=result.model,
+                style=selection.style,
+                prompt=prompt,
+                ttl=settings.image_record_ttl,
+                file_prefix=prefix,
+            )
+            records.append(record)
+        return GenerateOutcome(tuple(records), selection.provider, result.model, tuple(warnings))
+
+    # --- images -------------------------------------------------------------------------------
+
+    def url_for(self, record: ImageRecord) -> str | None:
+        base = self._settings.public_base_url or self.http_base_url
+        return f"{base}/images/{record.file_name}" if base else None
+
+    async def image_bytes(self, image_id: str) -> tuple[ImageRecord, bytes]:
+        """The full image, refused above ``MCP_GET_IMAGE_DATA_MAX_BYTES``.
+
+        Raises:
+            ImageNotFoundError, ImageExpiredError, ImageTooLargeError.
+        """
+        record = self.store.get(image_id)
+        limit = self._settings.get_image_data_max_bytes
+        if record.size_bytes > limit:
+            raise ImageTooLargeError(
+                f"image {image_id} is {record.size_bytes} bytes, over the {limit}-byte limit "
+                "(MCP_GET_IMAGE_DATA_MAX_BYTES); fetch it from its URL or file path instead",
+                details={"image_id": image_id, "size_bytes": record.size_bytes, "max_bytes": limit},
+            )
+        data = await asyncio.to_thread(self.store.read_bytes, record)
+        return record, data
+
+    async def thumbnail(self, record: ImageRecord) -> tuple[bytes, str]:
+        data = await asyncio.to_thread(self.store.read_bytes, record)
+        return await asyncio.to_thread(thumbnail, data)
+
+    # --- catalogs -----------------------------------------------------------------------------
+
+    def providers_info(self) -> dict[str, Any]:
+        m = self._manager
+        return {
+            "default_provider": m.default_name,
+            "configured": list(m.configured),
+            "providers": [m.describe(name) for name in m.specs],
+        }
+
+    def styles_info(self, provider: str | None = None) -> dict[str, Any]:
+        m = self._manager
+        names = [m.catalog(provider).name] if provider else list(m.specs)
+        return {
+            name: {
+                "configured": name in m.configured,
+                "default_style": m.catalog(name).default_style,
+                "styles": m.describe(name)["styles"],
+                "usage": f"style=\"{name}:<code>\" or provider=\"{name}\", style=\"<code>\"",
+            }
+            for name in names
+        }
+
+    def resolutions_info(self, provider: str | None = None) -> dict[str, Any]:
+        m = self._manager
+        names = [m.catalog(provider).name] if provider else list(m.specs)
+        out: dict[str, Any] = {}
+        for name in names:
+            c = m.catalog(name)
+            out[name] = {
+                "configured": name in m.configured,
+                "default_resolution": c.default_resolution,
+                "resolutions": list(c.resolutions),
+                "size_range": list(c.size_range) if c.size_range else None,
+                "vendor_format": "W:H" if c.resolution_separator == ":" else "WxH",
+            }
+        return out
+
+    def health_info(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "transport": self._settings.transport,
+            "providers": list(self._manager.configured),
+            "default_provider": self._manager.default_name,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+        }
+
+    # --- reload -------------------------------------------------------------------------------
+
+    async def reload(self, *, dotenv_override: bool = False) -> ReloadResult:
+        """Swap in a new validated snapshot; on error the old one stays.
+
+        Raises:
+            ConfigError: the new settings are invalid (message names the variable, never a secret).
+        """
+        async with self._reload_lock:
+            try:
+                result = await asyncio.to_thread(
+                    reload_settings,
+                    self._settings,
+                    self._environ,
+                    self._overrides,
+                    dotenv_override=dotenv_override,
+                )
+            except ConfigError:
+                logger.exception("reload_config failed; keeping the current settings")
+                raise
+            old = self._manager
+            self._settings = result.settings
+            self._manager = ProviderManager(result.settings, self._specs)
+            task = asyncio.create_task(old.aclose())
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+            logger.info("settings reloaded; changed: %s", ", ".join(result.changed) or "nothing")
+            return result

@@ -1,0 +1,1 @@
+"""Transports: stdio (the SDK's) and Streamable HTTP (aiohttp)."""

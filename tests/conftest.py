@@ -1,0 +1,65 @@
+"""Suite-wide fixtures: a clean environment for every test and a real stdio server factory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_image_server.config import FIELDS
+
+REPO = Path(__file__).resolve().parent.parent
+
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No setting, key or proxy from the developer's shell leaks into a test; cwd has no .env."""
+    for f in FIELDS:
+        for name in (f.env, *f.aliases):
+            monkeypatch.delenv(name, raising=False)
+    for name in (*_PROXY_VARS, "MCP_ENV_FILE", "TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "ARK_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+def server_env(save_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server subprocess: nothing inherited but PATH/HOME, the repo on PYTHONPATH."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": str(REPO),
+        "MCP_IMAGE_SAVE_DIR": str(save_dir),
+        "MCP_LOG_LEVEL": "INFO",
+    }
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def stdio_client(tmp_path: Path) -> Callable[..., Any]:
+    """``async with stdio_client(env=..., cwd=...) as client`` spawns ``python -m mcp_image_server``."""
+    from mcp import Client, StdioServerParameters
+
+    @asynccontextmanager
+    async def connect(
+        env: Mapping[str, str] | None = None, cwd: Path | None = None, mode: str = "auto", errlog: Any = None
+    ) -> AsyncIterator[Client]:
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "mcp_image_server"],
+            env=server_env(tmp_path / "images", env),
+            cwd=str(cwd or tmp_path),
+        )
+        kwargs: dict[str, Any] = {"mode": mode}
+        async with Client(params, **kwargs) as client:
+            yield client
+
+    return connect

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mcp_image_server.errors import ImageExpiredError, ImageNotFoundError, StorageError
+from mcp_image_server.models import GeneratedImage
+from mcp_image_server.store import FILE_NAME_RE, ImageStore, sanitize_prefix
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"0" * 100
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _image(data: bytes = PNG) -> GeneratedImage:
+    return GeneratedImage(data=data, mime_type="image/png", width=8, height=8, seed=1)
+
+
+def _store(tmp_path: Path, clock: FakeClock | None = None) -> ImageStore:
+    store = ImageStore(tmp_path / "imgs", clock=clock or FakeClock())
+    store.open()
+    return store
+
+
+def _save(store: ImageStore, prefix: str | None = None, ttl: float = 60) -> object:
+    return store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=ttl, file_prefix=prefix)
+
+
+def test_saved_image_is_readable_by_id(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    rec = store.save(_image(), provider="local", model="m", style="s", prompt="p", ttl=60)
+    assert FILE_NAME_RE.match(rec.file_name) and len(rec.image_id) == 32
+    assert store.get(rec.image_id) == rec
+    assert store.read_bytes(rec) == PNG
+    assert store.resolve_file(rec.file_name) == store.path_of(rec)
+
+
+def test_records_expire_on_the_injected_clock_with_a_distinct_error(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = _store(tmp_path, clock)
+    rec = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=10)
+    clock.now += 9.9
+    assert store.get(rec.image_id).image_id == rec.image_id
+    clock.now += 0.2
+    with pytest.raises(ImageExpiredError) as info:
+        store.get(rec.image_id)
+    assert info.value.code == "image_expired"
+    with pytest.raises(ImageNotFoundError) as info2:
+        store.get("0" * 32)
+    assert info2.value.code == "image_not_found"
+
+
+def test_records_survive_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rec = _store(tmp_path, clock).save(_image(), provider="local", model="m", style=None, prompt="p", ttl=100)
+    reopened = _store(tmp_path, clock)
+    assert reopened.get(rec.image_id) == rec
+    clock.now += 101
+    with pytest.raises(ImageExpiredError):
+        _store(tmp_path, clock).get(rec.image_id)
+
+
+@pytest.mark.parametrize("bad", ["", "../etc/passwd", "A" * 32, "0" * 31, "0" * 32 + "/..", "\x00" * 32])
+def test_malformed_ids_are_not_found(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ImageNotFoundError):
+        _store(tmp_path).get(bad)
+
+
+def test_twenty_concurrent_saves_give_twenty_distinct_files(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    barrier = threading.Barrier(20)
+
+    def save(_: int) -> str:
+        barrier.wait(timeout=10)
+        return store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60).file_name
+
+    with ThreadPoolExecutor(20) as pool:
+        names = list(pool.map(save, range(20)))
+    assert len(set(names)) == 20
+    assert sorted(p.name for p in store.save_dir.iterdir() if p.is_file()) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("hero", "hero"),
+        ("hero-banner_2", "hero-banner_2"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("a/b\\c", "a_b_c"),
+        ("..", None),
+        ("nul\x00byte", "nul_byte"),
+        ("CON", "CON"),
+        ("日本語", None),
+        ("x" * 300, "x" * 64),
+    ],
+)
+def test_prefixes_are_made_safe(raw: str, expected: str | None) -> None:
+    assert sanitize_prefix(raw)[0] == expected
+
+
+@pytest.mark.parametrize("prefix", ["../../escape", "/abs/path", "..\\..\\win", "a\x00b", ".hidden", "-"])
+def test_nothing_is_written_outside_the_save_dir(tmp_path: Path, prefix: str) -> None:
+    store = _store(tmp_path)
+    rec = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60, file_prefix=prefix)
+    assert store.path_of(rec).parent == store.save_dir
+    assert FILE_NAME_RE.match(rec.file_name)
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and store.save_dir not in p.parents]
+    assert outside == []
+
+
+def test_resolve_file_refuses_strangers_and_symlinks(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    rec = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(PNG)
+    link = store.save_dir / ("b" * 32 + ".png")
+    os.symlink(secret, link)
+    assert store.resolve_file(link.name) is None
+    (store.save_dir / "notes.txt").write_text("x")
+    for name in ("notes.txt", "../secret.png", "%2e%2e/secret.png", rec.file_name + "/", ".records", ""):
+        assert store.resolve_file(name) is None
+
+
+def test_open_sweeps_temp_files_left_by_a_crash(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    (store.save_dir / ".tmp-abc").write_bytes(b"half")
+    (store.save_dir / ".records" / ".tmp-def").write_bytes(b"half")
+    _store(tmp_path)
+    assert not list(store.save_dir.rglob(".tmp-*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_save_dir_is_a_clear_error(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(StorageError) as info:
+        ImageStore(ro / "imgs").open()
+    assert "MCP_IMAGE_SAVE_DIR" in info.value.message
+
+
+def test_save_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError) as info:
+        ImageStore(blocker).open()
+    assert info.value.code == "storage_error" and "MCP_IMAGE_SAVE_DIR" in info.value.message
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    (store.save_dir / ".records").rename(tmp_path / "moved")
+    (store.save_dir / ".records").write_text("not a dir")  # sidecar write will fail
+    with pytest.raises(StorageError):
+        store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
+    assert [p.name for p in store.save_dir.iterdir()] == [".records"]
