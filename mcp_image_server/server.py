@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
+from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -109,6 +110,11 @@ class ImageMCPServer(MCPServer[Any]):
     def __init__(self, service: ImageService, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.service = service
+
+    @property
+    def lowlevel(self) -> Server[Any]:
+        """The SDK's low-level server that transports drive (``run`` / per-request handling)."""
+        return self._lowlevel_server
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None

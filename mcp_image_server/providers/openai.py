@@ -1,0 +1,240 @@
+"""OpenAI Images (GPT-image models) through ``AsyncOpenAI`` (PROVIDERS.md §3).
+
+One synchronous call returns base64 images in the requested ``output_format``. The SDK's own
+retries are off (``max_retries=0``): the provider manager owns retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from ..config import Settings
+from ..errors import (
+    AuthFailedError,
+    BadImageDataError,
+    ContentRejectedError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderInvalidArgumentError,
+    ProviderNotConfiguredError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    UnknownResolutionError,
+    UnknownStyleError,
+    UnsupportedOptionError,
+)
+from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult, StyleInfo
+from .base import Provider, ProviderSpec
+from .download import decode_image, redact, report, retry_after_seconds
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["CATALOG", "SPEC", "OpenAIProvider"]
+
+NAME: Final = "openai"
+
+STYLES: Final = (
+    StyleInfo("natural", "Natural", "natural lighting, true-to-life colours, unstylised"),
+    StyleInfo("vivid", "Vivid", "hyper-real, vivid saturated colours, dramatic lighting"),
+    StyleInfo("realistic", "Photorealistic", "photorealistic photograph, sharp focus, detailed textures"),
+    StyleInfo("artistic", "Artistic", "expressive fine-art illustration, painterly composition"),
+    StyleInfo("anime", "Anime", "anime style, cel shading, clean line art"),
+    StyleInfo("cinematic", "Cinematic", "cinematic film still, anamorphic lens, moody colour grading"),
+    StyleInfo("watercolor", "Watercolour", "watercolour painting, soft washes, paper texture"),
+    StyleInfo("oil_painting", "Oil painting", "oil painting on canvas, visible brush strokes"),
+    StyleInfo("sketch", "Pencil sketch", "pencil sketch, graphite shading, hand-drawn lines"),
+    StyleInfo("pixel_art", "Pixel art", "pixel art, 16-bit retro game sprite style, limited palette"),
+    StyleInfo("3d_render", "3D render", "3D render, global illumination, physically based materials"),
+    StyleInfo("minimalist", "Minimalist", "minimalist design, flat shapes, generous negative space"),
+)
+
+_OPTION_VALUES: Final[Mapping[str, tuple[str, ...]]] = {
+    "quality": ("low", "medium", "high", "auto"),
+    "background": ("transparent", "opaque", "auto"),
+    "moderation": ("auto", "low"),
+}
+
+CATALOG: Final = ProviderCatalog(
+    name=NAME,
+    display_name="OpenAI Images",
+    description="OpenAI GPT-image models; PNG, JPEG or WebP, optional transparent background.",
+    models=("gpt-image-2", "gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest"),
+    styles=STYLES,
+    resolutions=("1024x1024", "1536x1024", "1024x1536", "auto"),
+    default_resolution="1024x1024",
+    formats=("png", "jpeg", "webp"),
+    max_n=4,
+    max_prompt_chars=32000,
+    supports_negative_prompt=False,
+    supports_seed=False,
+    options=("quality", "background", "output_compression", "moderation"),
+    notes=(
+        "Styles are prompt modifiers: OpenAI has no style parameter, so the style's text is appended "
+        "to the prompt. Options: quality low|medium|high|auto, background transparent|opaque|auto "
+        "(transparent needs png or webp), output_compression 0-100 (jpeg/webp), moderation auto|low."
+    ),
+)
+
+
+def _map_error(exc: BaseException, secrets: Iterable[str]) -> ProviderError:
+    """The one place OpenAI SDK and timeout failures become ``errors.py`` classes."""
+    import openai
+
+    if isinstance(exc, TimeoutError | openai.APITimeoutError):
+        return ProviderTimeoutError("OpenAI did not answer in time", provider=NAME)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderUnavailableError("cannot reach OpenAI", provider=NAME)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return ProviderUnavailableError("OpenAI sent a malformed response", provider=NAME,
+                                        details={"status": exc.status_code, "reason": "malformed_response"})
+    if not isinstance(exc, openai.APIStatusError):
+        return ProviderUnavailableError(f"OpenAI sent an unusable response ({type(exc).__name__})", provider=NAME,
+                                        details={"reason": "malformed_response"})
+    status, code = exc.status_code, exc.code
+    vendor = exc.body.get("message") if isinstance(exc.body, dict) else None
+    message = f"OpenAI error {status}" + (f" {code}" if code else "") + f": {redact(str(vendor or ''), secrets)[:300]}"
+    details = {k: v for k, v in {"status": status, "vendor_code": code, "request_id": exc.request_id}.items() if v}
+    if status == 429 and code != "insufficient_quota":
+        return RateLimitedError(message, provider=NAME, details=details,
+                                retry_after=retry_after_seconds(dict(exc.response.headers)))
+    cls: type[ProviderError]
+    if status in (401, 403):
+        cls = AuthFailedError
+    elif status == 404 and code == "model_not_found":
+        cls = ModelNotFoundError
+    elif code in ("moderation_blocked", "content_policy_violation"):
+        cls = ContentRejectedError
+    elif status in (400, 422):
+        cls = ProviderInvalidArgumentError
+    elif status in (408, 409) or status >= 500:
+        cls = ProviderUnavailableError
+    else:  # 404 without a model code (wrong base URL), 429 insufficient_quota (billing): not retryable
+        cls = ProviderError
+    return cls(message, provider=NAME, details=details)
+
+
+class OpenAIProvider(Provider):
+    catalog = CATALOG
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.openai_api_key is None:
+            raise ProviderNotConfiguredError("openai needs OPENAI_API_KEY (Settings.openai_api_key)",
+                                             details={"provider": NAME})
+        from openai import AsyncOpenAI
+
+        self._secrets = (settings.openai_api_key.get(),)
+        self._client: AsyncOpenAI = AsyncOpenAI(
+            api_key=settings.openai_api_key.get(),
+            base_url=settings.openai_base_url,  # None: the SDK default
+            max_retries=0,
+            timeout=settings.openai_timeout,
+        )
+        self._model = settings.openai_model
+        self._timeout = settings.openai_timeout
+        self._max_bytes = settings.download_max_bytes
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _params(self, request: GenerationRequest) -> tuple[dict[str, Any], list[str]]:
+        """Validate and build ``images.generate`` keyword arguments (no I/O, so errors come early)."""
+        warnings: list[str] = []
+        prompt = request.prompt
+        if request.style is not None:
+            style = CATALOG.style(request.style)
+            if style is None:
+                raise UnknownStyleError(f"openai has no style {request.style!r}", details={"provider": NAME})
+            prompt = f"{prompt}\n\nStyle: {style.prompt_modifier}"
+        if request.negative_prompt:
+            prompt = f"{prompt}\n\nAvoid: {request.negative_prompt}"
+            warnings.append("openai has no negative prompt; it was folded into the prompt")
+        if request.seed is not None:
+            warnings.append("openai does not support seeds; the seed was ignored")
+        if request.resolution not in CATALOG.resolutions:
+            raise UnknownResolutionError(f"openai does not offer {request.resolution}",
+                                         details={"provider": NAME, "allowed": list(CATALOG.resolutions)})
+        if not 1 <= request.n <= CATALOG.max_n:
+            raise InvalidArgumentError(f"openai makes 1-{CATALOG.max_n} images per call, got {request.n}")
+        params: dict[str, Any] = {
+            "model": request.model or self._model,
+            "prompt": prompt,
+            "n": request.n,
+            "size": request.resolution,
+            "output_format": request.output_format,
+        }
+        for key, value in request.options.items():
+            if key not in CATALOG.options:
+                raise UnsupportedOptionError(f"openai has no option {key!r}; it takes {', '.join(CATALOG.options)}",
+                                             details={"provider": NAME, "option": key})
+            allowed = _OPTION_VALUES.get(key)
+            if allowed is not None and value not in allowed:
+                raise InvalidArgumentError(f"openai option {key} must be one of {', '.join(allowed)}",
+                                           details={"provider": NAME, "option": key})
+            if key == "output_compression" and (type(value) is not int or not 0 <= value <= 100):
+                raise InvalidArgumentError("openai option output_compression must be an integer 0-100",
+                                           details={"provider": NAME, "option": key})
+            params[key] = value
+        if params.get("background") == "transparent" and request.output_format == "jpeg":
+            raise InvalidArgumentError("a transparent background needs png or webp output",
+                                       details={"provider": NAME, "option": "background"})
+        return params, warnings
+
+    async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
+        params, warnings = self._params(request)
+        try:
+            async with asyncio.timeout(self._timeout):
+                images = await self._run(params, progress)
+        except TimeoutError as exc:
+            raise _map_error(exc, self._secrets) from exc
+        if len(images) != request.n:
+            warnings.append(f"openai returned {len(images)} of {request.n} images")
+        return ProviderResult(tuple(images), model=params["model"], warnings=tuple(warnings))
+
+    async def _run(self, params: dict[str, Any], progress: ProgressFn | None) -> list[GeneratedImage]:
+        import openai
+
+        await report(progress, f"requested {params['n']} image(s) from {params['model']}")
+        try:
+            response = await self._client.images.generate(**params)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise _map_error(exc, self._secrets) from exc
+        items = list(getattr(response, "data", None) or [])
+        if not items:
+            raise BadImageDataError("openai returned no images", provider=NAME)
+        await report(progress, "decoding")
+        images = []
+        for item in items:
+            data = self._decode_b64(item.b64_json)
+            images.append(await decode_image(data, provider=NAME, revised_prompt=item.revised_prompt or None))
+        return images
+
+    def _decode_b64(self, b64: str | None) -> bytes:
+        if not b64:
+            raise BadImageDataError("openai returned an item without b64_json", provider=NAME)
+        if len(b64) * 3 // 4 > self._max_bytes:
+            raise BadImageDataError(f"openai image is larger than the {self._max_bytes} byte limit", provider=NAME,
+                                    details={"limit_bytes": self._max_bytes})
+        try:
+            return base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadImageDataError("openai returned invalid base64", provider=NAME) from exc
+
+
+def _is_configured(settings: Settings) -> bool:
+    return settings.openai_api_key is not None
+
+
+SPEC: Final = ProviderSpec(
+    catalog=CATALOG,
+    is_configured=_is_configured,
+    factory=OpenAIProvider,
+    order=20,
+    credentials_hint="OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible endpoint)",
+)

@@ -1,0 +1,274 @@
+"""Streamable HTTP on aiohttp: the app factory, its routes, and ``run_http``.
+
+``/mcp`` (and ``/mcp/v1/messages``) serve both protocol eras on one endpoint, routed like
+the SDK's own session manager routes them: an ``MCP-Protocol-Version`` header that is absent
+or a handshake-era version goes to the session transport (``legacy.py``), any other value to
+the per-request entry (``modern.py``). ``/health`` and ``/images/{file}`` are public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+from aiohttp import web
+from mcp.server.lowlevel.server import Server
+from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import ListenHandler
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from ..config import Settings
+from ..errors import ConfigError
+from ..service import ImageService
+from . import legacy, modern
+from .middleware import (
+    OWNER_KEY,
+    PolicySource,
+    add_cors_headers,
+    error_middleware,
+    is_loopback_host,
+    make_auth_middleware,
+    make_body_limit_middleware,
+    make_origin_middleware,
+)
+from .sessions import DEFAULT_LINGER, SessionLimits, SessionManager
+from .wire import JSON_CONTENT_TYPE, MCP_PATHS, PROTOCOL_VERSION_HEADER, LongStreams
+
+__all__ = [
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "SERVICE_KEY",
+    "SESSIONS_KEY",
+    "check_bind",
+    "create_http_app",
+    "run_http",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 30.0
+"""Seconds in-flight calls get to finish at shutdown before they are cancelled."""
+
+SERVICE_KEY: Final = web.AppKey("service", ImageService)
+SESSIONS_KEY: Final = web.AppKey("sessions", SessionManager)
+STREAMS_KEY: Final = web.AppKey("long_streams", LongStreams)
+LOWLEVEL_KEY: Final = web.AppKey("mcp_lowlevel_server", Server)
+STARTED_KEY: Final = web.AppKey("started_at", float)
+
+_IMAGE_TYPES: Final = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+_IMAGE_CACHE: Final = "public, max-age=86400, immutable"
+"""Names embed a random id and files are never rewritten, so a cached copy never goes stale."""
+
+
+def _lowlevel(mcp_server: MCPServer[Any] | Server[Any]) -> Server[Any]:
+    # The SDK's own Client and in-memory transport reach the low-level server the same way.
+    if isinstance(mcp_server, MCPServer):
+        return mcp_server._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+    return mcp_server
+
+
+def create_http_app(
+    service: ImageService,
+    mcp_server: MCPServer[Any] | Server[Any],
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    linger: float = DEFAULT_LINGER,
+) -> web.Application:
+    """The aiohttp app serving ``mcp_server``.
+
+    ``settings`` gives the restart-only values (the bind host); reloadable ones (tokens,
+    origins, limits) are read from ``service.settings`` on each request. ``clock`` drives
+    session idle expiry (tests inject one); ``linger`` is how long an unused session keeps
+    its SDK loop.
+    """
+    current: Callable[[], Settings] = lambda: service.settings  # noqa: E731
+    policy = PolicySource(current, settings.host)
+    app = web.Application(
+        middlewares=[
+            error_middleware,
+            make_origin_middleware(policy),
+            make_auth_middleware(policy),
+            make_body_limit_middleware(lambda: current().max_body_bytes),
+        ],
+        client_max_size=settings.max_body_bytes,
+    )
+    server = _lowlevel(mcp_server)
+    app[SERVICE_KEY] = service
+    app[LOWLEVEL_KEY] = server
+    app[SESSIONS_KEY] = SessionManager(
+        server,
+        limits=lambda: SessionLimits(current().session_idle_timeout, current().max_sessions),
+        clock=clock,
+        linger=linger,
+    )
+    app[STREAMS_KEY] = LongStreams()
+    app[STARTED_KEY] = time.monotonic()
+    app.cleanup_ctx.append(_mcp_lifespan)
+    app.on_shutdown.append(_close_long_streams)
+    app.on_response_prepare.append(add_cors_headers)
+
+    for path in MCP_PATHS:
+        app.router.add_route("*", path, _mcp_endpoint)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/images/{file}", _image)
+    app.router.add_route("*", "/.well-known/{name:oauth-.*}", _not_an_oauth_server)
+    return app
+
+
+async def _mcp_endpoint(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    manager = app[SESSIONS_KEY]
+    limit = app[SERVICE_KEY].settings.max_body_bytes
+    version = request.headers.get(PROTOCOL_VERSION_HEADER)
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return await modern.handle_modern(request, app[LOWLEVEL_KEY], manager.state, limit)
+    owner = request[OWNER_KEY]
+    if request.method == "POST":
+        return await legacy.handle_post(request, manager, owner, limit)
+    if request.method == "GET":
+        return await legacy.handle_get(request, manager, owner, app[STREAMS_KEY])
+    if request.method == "DELETE":
+        return await legacy.handle_delete(request, manager, owner)
+    return legacy.method_not_allowed()
+
+
+async def _health(request: web.Request) -> web.Response:
+    """Liveness and a summary for operators; never needs a token and never shows a secret."""
+    app = request.app
+    info = dict(app[SERVICE_KEY].health_info())
+    info.update(
+        transport="http",
+        endpoints=list(MCP_PATHS),
+        sessions=len(app[SESSIONS_KEY]),
+        uptime_s=round(time.monotonic() - app[STARTED_KEY], 1),
+    )
+    return web.json_response(info, headers={"Cache-Control": "no-store"})
+
+
+async def _image(request: web.Request) -> web.StreamResponse:
+    """A generated image, public so ``<img>`` tags work; only our own files, else a bare 404."""
+    name = request.match_info["file"]
+    store = request.app[SERVICE_KEY].store
+    path = store.resolve_file(name) if "%" not in request.raw_path and "\\" not in name else None
+    if path is None or path.parent != store.save_dir or path.is_symlink():
+        raise web.HTTPNotFound()
+    headers = {
+        "Content-Type": _IMAGE_TYPES[name.rsplit(".", 1)[1]],
+        "Cache-Control": _IMAGE_CACHE,
+        "X-Content-Type-Options": "nosniff",
+    }
+    return web.FileResponse(path, headers=headers)
+
+
+async def _not_an_oauth_server(request: web.Request) -> web.Response:
+    """We use static tokens, not OAuth: a 404 here stops clients from starting an OAuth flow."""
+    raise web.HTTPNotFound()
+
+
+async def _mcp_lifespan(app: web.Application) -> AsyncIterator[None]:
+    """Enter the MCP server's lifespan once for the app and run the session manager inside it."""
+    server = app[LOWLEVEL_KEY]
+    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    async def hold() -> None:
+        # Entered and exited in this one task: lifespans may use anyio scopes.
+        async with server.lifespan(server) as state:
+            ready.set_result(state)
+            await stop.wait()
+
+    holder = asyncio.create_task(hold(), name="mcp-lifespan")
+    holder.add_done_callback(lambda t: ready.done() or ready.set_exception(t.exception() or RuntimeError("lifespan ended")))
+    manager = app[SESSIONS_KEY]
+    manager.start(await ready)
+    try:
+        yield
+    finally:
+        await manager.aclose()
+        stop.set()
+        await holder
+
+
+async def _close_long_streams(app: web.Application) -> None:
+    """``on_shutdown``: end GET and listen streams so shutdown waits only for real calls."""
+    app[STREAMS_KEY].close_all()
+    entry = app[LOWLEVEL_KEY].get_request_handler("subscriptions/listen")
+    handler = getattr(entry, "handler", None)
+    if isinstance(handler, ListenHandler):
+        handler.close()  # each listen stream sends its final result and ends
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse a public bind without a token unless explicitly allowed, then warn loudly.
+
+    Raises:
+        ConfigError: non-loopback ``MCP_HOST``, no ``MCP_AUTH_TOKEN``, no ``MCP_ALLOW_UNAUTHENTICATED``.
+    """
+    if settings.auth_tokens or is_loopback_host(settings.host):
+        return
+    if not settings.allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to serve MCP on {settings.host} without a token: set MCP_AUTH_TOKEN, bind "
+            "MCP_HOST=127.0.0.1, or set MCP_ALLOW_UNAUTHENTICATED=true if a proxy in front authenticates",
+            details={"host": settings.host},
+        )
+    logger.warning(
+        "!!! MCP endpoint on %s has NO AUTHENTICATION (MCP_ALLOW_UNAUTHENTICATED=true): anyone who can "
+        "reach it can generate images on your provider accounts. Set MCP_AUTH_TOKEN. !!!",
+        settings.host,
+    )
+
+
+def _base_url(host: str, port: int) -> str | None:
+    if host in ("", "0.0.0.0", "::"):
+        return None  # no concrete name to give out; MCP_PUBLIC_BASE_URL is needed
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def run_http(
+    service: ImageService,
+    mcp_server: MCPServer[Any] | Server[Any],
+    settings: Settings,
+    *,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    on_started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until cancelled or SIGTERM; then let in-flight calls finish within ``shutdown_timeout``.
+
+    Raises:
+        ConfigError: see ``check_bind``.
+    """
+    check_bind(settings)
+    app = create_http_app(service, mcp_server, settings)
+    access_log = logging.getLogger("aiohttp.access") if settings.log_level == "DEBUG" else None
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=shutdown_timeout, access_log=access_log)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        bound = _base_url(settings.host, port)
+        service.http_base_url = bound
+        shown = bound or f"http://{settings.host}:{port}"
+        logger.info("MCP Streamable HTTP endpoint: %s/mcp (health: %s/health)", shown, shown)
+        if not (settings.public_base_url or bound):
+            logger.warning("set MCP_PUBLIC_BASE_URL so image results carry a URL (bound to %s)", settings.host)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        if on_started is not None:
+            on_started(shown)
+        await stop.wait()
+        logger.info("SIGTERM: shutting down (in-flight calls get up to %.0f s)", shutdown_timeout)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+        await runner.cleanup()
+        service.http_base_url = None

@@ -1,0 +1,288 @@
+"""Small middleware factories: errors as JSON, Host/Origin + CORS, bearer auth, body size.
+
+Configuration arrives by closure as a ``policy()`` callable that returns the policy of the
+current settings snapshot, so a ``reload_config`` that rotates tokens or origins applies to
+the next request without rebuilding the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
+
+from ..config import Settings
+from .wire import JSON_CONTENT_TYPE, MCP_PATHS, jsonrpc_error
+
+__all__ = [
+    "CORS_ALLOW_HEADERS",
+    "OWNER_KEY",
+    "AccessPolicy",
+    "PolicySource",
+    "add_cors_headers",
+    "error_middleware",
+    "is_loopback_host",
+    "make_auth_middleware",
+    "make_body_limit_middleware",
+    "make_origin_middleware",
+]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+OWNER_KEY: Final = web.RequestKey("mcp_owner", bytes)
+"""Digest of the credential that authenticated the request (``b""`` without auth); sessions bind to it."""
+_CORS_ORIGIN_KEY: Final = web.RequestKey("mcp_cors_origin", str)
+
+REALM: Final = "mcp-image-server"
+WWW_AUTHENTICATE: Final = f'Bearer realm="{REALM}", error="invalid_token"'
+CORS_ALLOW_HEADERS: Final = (
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Mcp-Session-Id",
+    "MCP-Protocol-Version",
+    "Mcp-Method",
+    "Mcp-Name",
+    "Last-Event-ID",
+    "X-API-Key",
+)
+_CORS_EXPOSE: Final = "Mcp-Session-Id, WWW-Authenticate, Retry-After"
+_CORS_METHODS: Final = "GET, POST, DELETE, OPTIONS"
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin_key(origin: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` of an origin with the default port made explicit; ``None`` if malformed."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        return None
+    return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """Who may call: token digests, allowed origins, and (on a loopback bind) allowed Host names."""
+
+    token_digests: tuple[bytes, ...]
+    auth_required: bool
+    origins: frozenset[tuple[str, str, int | None]]
+    """Allowed origins; a ``None`` port allows any port (the loopback defaults, ``http://host:*``)."""
+    hosts: frozenset[str] | None
+    """Allowed Host names (DNS-rebinding guard); ``None`` skips the check (non-loopback binds)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bind_host: str) -> AccessPolicy:
+        digests = tuple(hashlib.sha256(t.get().encode()).digest() for t in settings.auth_tokens)
+        # No token on a public bind only runs with MCP_ALLOW_UNAUTHENTICATED; if a reload
+        # removed every token there, fail closed rather than open.
+        required = bool(digests) or not (is_loopback_host(bind_host) or settings.allow_unauthenticated)
+        origins: set[tuple[str, str, int | None]] = {
+            (scheme, name, None) for scheme in _DEFAULT_PORTS for name in _LOOPBACK_NAMES
+        }
+        extra = list(settings.allowed_origins)
+        if settings.public_base_url:
+            extra.append(settings.public_base_url)
+        for raw in extra:
+            wildcard = raw.strip().endswith(":*")
+            key = _origin_key(raw.strip()[:-2] if wildcard else raw)
+            if key is None:
+                logger.warning("ignoring malformed origin in MCP_ALLOWED_ORIGINS/MCP_PUBLIC_BASE_URL: %r", raw)
+                continue
+            origins.add((key[0], key[1], None) if wildcard else key)
+        hosts = None
+        if is_loopback_host(bind_host):
+            hosts = frozenset(_LOOPBACK_NAMES | {host for _, host, _ in origins})
+        return cls(digests, required, frozenset(origins), hosts)
+
+    def origin_allowed(self, origin: str) -> bool:
+        key = _origin_key(origin)
+        if key is None:
+            return False
+        return key in self.origins or (key[0], key[1], None) in self.origins
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        if self.hosts is None or not host_header:
+            return True
+        host = host_header.strip().lower()
+        name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+        return name in self.hosts
+
+    def authenticate(self, presented: str | None) -> bytes | None:
+        """The digest of the matching token, else ``None``; every token is compared (constant time)."""
+        if presented is None:
+            return None
+        digest = hashlib.sha256(presented.encode()).digest()
+        found: bytes | None = None
+        for candidate in self.token_digests:
+            if hmac.compare_digest(digest, candidate):
+                found = candidate
+        return found
+
+
+class PolicySource:
+    """The ``AccessPolicy`` of the current settings snapshot, rebuilt only when the snapshot changes."""
+
+    def __init__(self, settings: Callable[[], Settings], bind_host: str) -> None:
+        self._settings = settings
+        self._bind_host = bind_host
+        self._seen: Settings | None = None
+        self._policy: AccessPolicy | None = None
+
+    def __call__(self) -> AccessPolicy:
+        current = self._settings()
+        if current is not self._seen or self._policy is None:
+            self._policy = AccessPolicy.from_settings(current, self._bind_host)
+            self._seen = current
+        return self._policy
+
+
+def _is_mcp(request: web.BaseRequest) -> bool:
+    return request.path in MCP_PATHS
+
+
+def _error_body(request: web.BaseRequest, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> web.Response:
+    """JSON-RPC shaped on the MCP endpoint (clients parse it), a plain JSON object elsewhere."""
+    extra = {k: v for k, v in headers if k.lower() not in ("content-type", "content-length")}
+    if _is_mcp(request):
+        code = INTERNAL_ERROR if status >= 500 else INVALID_REQUEST
+        return jsonrpc_error(status, code, message, headers=extra)
+    body = json.dumps({"error": message.lower().replace(" ", "_"), "status": status})
+    return web.Response(status=status, body=body.encode(), content_type=JSON_CONTENT_TYPE, headers=extra)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON; an unexpected exception is logged and becomes a bare 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == JSON_CONTENT_TYPE:
+            raise
+        return _error_body(request, exc.status, exc.reason, exc.headers.items())
+    except Exception:
+        logger.exception("unhandled error serving %s %s", request.method, request.path)
+        return _error_body(request, 500, "Internal Server Error")
+
+
+def make_origin_middleware(policy: Callable[[], AccessPolicy]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Host check (421, loopback binds), Origin check (403) and CORS preflight answers."""
+
+    @web.middleware
+    async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        current = policy()
+        if not current.host_allowed(request.headers.get("Host")):
+            return _error_body(request, 421, "Invalid Host header")
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            if not current.origin_allowed(origin):
+                return _error_body(request, 403, "Origin not allowed")
+            request[_CORS_ORIGIN_KEY] = origin
+        if request.method == "OPTIONS":
+            return _preflight(request, origin)
+        return await handler(request)
+
+    return origin_middleware
+
+
+def _preflight(request: web.Request, origin: str | None) -> web.Response:
+    headers = {"Allow": _CORS_METHODS}
+    if origin is not None and request.headers.get("Access-Control-Request-Method"):
+        wanted = request.headers.get("Access-Control-Request-Headers", "")
+        allowed = {h.lower() for h in CORS_ALLOW_HEADERS}
+        # Echo Mcp-Param-* names (tool-specific) along with our fixed list.
+        params = [h.strip() for h in wanted.split(",") if h.strip().lower().startswith("mcp-param-")]
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": _CORS_METHODS,
+                "Access-Control-Allow-Headers": ", ".join([*CORS_ALLOW_HEADERS, *(p for p in params if p.lower() not in allowed)]),
+                "Access-Control-Max-Age": "600",
+            }
+        )
+    return web.Response(status=204, headers=headers)
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: CORS headers on every response to an allowed browser origin (SSE too)."""
+    origin = request.get(_CORS_ORIGIN_KEY)
+    if origin is None:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE
+    response.headers.add("Vary", "Origin")
+
+
+def _credential(request: web.BaseRequest) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth is not None:
+        scheme, _, value = auth.strip().partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return request.headers.get("X-API-Key")
+
+
+def make_auth_middleware(policy: Callable[[], AccessPolicy]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Bearer (or X-API-Key) on the MCP endpoint; other routes are public on purpose."""
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not _is_mcp(request):
+            return await handler(request)
+        current = policy()
+        if not current.auth_required:
+            request[OWNER_KEY] = b""
+            return await handler(request)
+        owner = current.authenticate(_credential(request))
+        if owner is None:
+            logger.info("401 for %s %s from %s", request.method, request.path, request.remote)
+            body = {
+                "error": "invalid_token",
+                "error_description": "Missing or invalid token: send Authorization: Bearer <token> (or X-API-Key)",
+            }
+            return web.Response(
+                status=401,
+                body=json.dumps(body).encode(),
+                content_type=JSON_CONTENT_TYPE,
+                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+            )
+        request[OWNER_KEY] = owner
+        return await handler(request)
+
+    return auth_middleware
+
+
+def make_body_limit_middleware(limit: Callable[[], int]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """413 before reading a body whose declared length is over the limit (chunked ones are cut while read)."""
+
+    @web.middleware
+    async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        declared = request.content_length
+        if declared is not None and declared > limit():
+            return _error_body(request, 413, "Request body too large")
+        return await handler(request)
+
+    return body_limit_middleware

@@ -1,0 +1,196 @@
+"""The 2026-07-28 per-request era: every POST stands alone, no session is minted.
+
+The request is validated and served with the pieces of the SDK's own single-exchange entry
+(``mcp.server._streamable_http_modern``): the inbound classifier, the ``Mcp-Param-*`` check,
+``_SingleExchangeDispatchContext``, ``serve_one`` and the error-to-status table. Only the
+ASGI framing is replaced by aiohttp: the handler runs in the request's own task and writes
+request-scoped notifications straight onto the response, committing to SSE on the first one
+(or after ``KEEPALIVE_SECONDS`` of silence); a call that emits nothing gets one JSON body with
+the mapped status. Closing the connection cancels the call (the app runs with
+``handler_cancellation``), which is this era's cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import anyio
+from aiohttp import web
+from mcp.server._streamable_http_modern import (  # pyright: ignore[reportPrivateUsage]
+    _INVALID_BODY,  # pyright: ignore[reportPrivateUsage]
+    _is_notification_shaped,  # pyright: ignore[reportPrivateUsage]
+    _mcp_param_rejection,  # pyright: ignore[reportPrivateUsage]
+    _SingleExchangeDispatchContext,  # pyright: ignore[reportPrivateUsage]
+    _sse_event,  # pyright: ignore[reportPrivateUsage]
+    _to_jsonrpc_response,  # pyright: ignore[reportPrivateUsage]
+)
+from mcp.server.connection import Connection
+from mcp.server.runner import serve_one
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    HEADER_MISMATCH,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    unsupported_protocol_version_rejection,
+)
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp_types import (
+    PARSE_ERROR,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    RequestId,
+)
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+
+from .wire import JSON_CONTENT_TYPE, KEEPALIVE_SECONDS, PROTOCOL_VERSION_HEADER, SSE_HEADERS, accepts, jsonrpc_error, read_body
+
+if TYPE_CHECKING:
+    from mcp.server.lowlevel.server import Server
+
+__all__ = ["handle_modern"]
+
+logger = logging.getLogger(__name__)
+
+_PING: Final = b": ping\r\n\r\n"
+_LISTEN: Final = "subscriptions/listen"
+
+
+def _reply(message: JSONRPCResponse | JSONRPCError) -> web.Response:
+    """One JSON body with the spec's status for the error code (as the SDK's ``_write``)."""
+    status = ERROR_CODE_HTTP_STATUS.get(message.error.code, 200) if isinstance(message, JSONRPCError) else 200
+    body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(message, JSONRPCError) and message.id is None:
+        body["id"] = None
+    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(), content_type=JSON_CONTENT_TYPE)
+
+
+def _rejection(rejection: InboundLadderRejection, request_id: RequestId | None) -> web.Response:
+    error = ErrorData(code=rejection.code, message=rejection.message, data=rejection.data)
+    return _reply(JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
+
+
+class _ResponseSink:
+    """The dispatch context's ``sink``: SSE frames written onto this POST's response, lazily opened."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self._lock = asyncio.Lock()
+        self.response: web.StreamResponse | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pinger: asyncio.Task[None] | None = None
+
+    async def send(self, frame: bytes) -> None:
+        async with self._lock:
+            try:
+                if self.response is None:
+                    self.response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+                    await self.response.prepare(self._request)
+                await self.response.write(frame)
+            except ConnectionResetError:
+                raise anyio.BrokenResourceError from None
+
+    def start_keepalive(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self._start_pinger)
+
+    def stop_keepalive(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pinger is not None:
+            self._pinger.cancel()
+
+    def _start_pinger(self) -> None:
+        self._pinger = asyncio.get_running_loop().create_task(self._ping_forever())
+
+    async def _ping_forever(self) -> None:
+        try:
+            while True:
+                await self.send(_PING)
+                await asyncio.sleep(KEEPALIVE_SECONDS)
+        except anyio.BrokenResourceError:
+            pass
+
+
+def method_not_allowed() -> web.Response:
+    return web.Response(status=405, headers={"Allow": "POST"})
+
+
+async def handle_modern(
+    request: web.Request, server: Server[Any], lifespan_state: Any, body_limit: int
+) -> web.StreamResponse:
+    """Serve one self-contained 2026-07-28 POST (GET and DELETE get 405)."""
+    if request.method != "POST":
+        return method_not_allowed()
+    has_json, has_sse = accepts(request)
+    if not has_json:
+        return web.Response(status=406)
+    body = await read_body(request, body_limit)
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return jsonrpc_error(400, PARSE_ERROR, "Parse error")
+
+    if _is_notification_shaped(decoded):
+        try:
+            JSONRPCNotification.model_validate(decoded)
+        except ValidationError:
+            return _reply(_INVALID_BODY)
+        rejected = unsupported_protocol_version_rejection(request.headers.get(PROTOCOL_VERSION_HEADER, ""))
+        if rejected is not None:
+            return _rejection(rejected, None)
+        return web.Response(status=202)  # no client-to-server notifications exist on this wire: dropped
+    try:
+        req = JSONRPCRequest.model_validate(decoded)
+    except ValidationError:
+        return _reply(_INVALID_BODY)
+    if req.method == _LISTEN and not has_sse:
+        return web.Response(status=406)
+
+    if (duplicated := find_duplicated_routing_header(request.headers.items())) is not None:
+        return _rejection(InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once"), req.id)
+    headers = Headers(raw=[(name.lower(), value) for name, value in request.raw_headers])
+    verdict = classify_inbound_request(decoded, headers=dict(headers))
+    if isinstance(verdict, InboundLadderRejection):
+        return _rejection(verdict, req.id)
+    # The SDK reads only ``.headers`` off the request here (lower-case names, duplicates kept).
+    view = cast(Any, SimpleNamespace(headers=headers))
+    if (rejected := await _mcp_param_rejection(server, view, req, verdict, lifespan_state)) is not None:
+        return _rejection(rejected, req.id)
+
+    connection = Connection.from_envelope(verdict.protocol_version, verdict.client_info, verdict.client_capabilities)
+    dctx = _SingleExchangeDispatchContext(
+        transport=TransportContext(kind="streamable-http", can_send_request=False, headers=headers),
+        request_id=req.id,
+        message_metadata=ServerMessageMetadata(request_context=request),
+        progress_token=progress_token_from_params(req.params),
+    )
+    sink: _ResponseSink | None = None
+    if has_sse:
+        sink = _ResponseSink(request)
+        dctx.sink = cast(Any, sink)
+        sink.start_keepalive()
+    try:
+        reply = await _to_jsonrpc_response(
+            req.id, serve_one(server, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state)
+        )
+    finally:
+        if sink is not None:
+            sink.stop_keepalive()
+    if sink is None or sink.response is None:
+        return _reply(reply)
+    try:
+        await sink.send(_sse_event(reply))
+        await sink.response.write_eof()
+    except anyio.BrokenResourceError:
+        logger.debug("client went away before the reply to %r", req.id)
+    return sink.response

@@ -1,0 +1,435 @@
+"""Handshake-era sessions: random ids, owner binding, idle expiry, a cap, and the SDK loop behind each.
+
+Each session is served by the SDK's own loop-mode driver: a ``JSONRPCDispatcher`` over a
+memory stream pair plus ``serve_connection`` (the same recipe as ``mcp.server.runner.serve_loop``,
+which ``Server.run`` and the SDK's Starlette transport use). We only move messages in and route
+the dispatcher's output to the HTTP response waiting for it.
+
+To keep an idle session small (the issue's budget is 10 KB), its loop runs only while the
+session is in use: after ``linger`` seconds with no request in flight and no GET stream open the
+loop is wound down and the session keeps just what the SDK's ``Connection`` had learnt (protocol
+version, the client's ``initialize`` params, ``initialized``, ``state``). The next request starts a
+fresh loop on a ``Connection`` restored from that. One difference an SDK user could notice:
+callbacks pushed on ``connection.exit_stack`` run at each wind-down rather than only at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+from mcp.server.connection import Connection
+from mcp.server.runner import serve_connection
+from mcp.shared._context_streams import ContextSendStream, create_context_streams
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import MessageMetadata, ServerMessageMetadata, SessionMessage
+from mcp.shared.transport_context import TransportContext
+from mcp_types import InitializeRequestParams, JSONRPCError, JSONRPCResponse, RequestId
+
+from .wire import Mailbox
+
+if TYPE_CHECKING:
+    from mcp.server.lowlevel.server import Server
+
+__all__ = ["DEFAULT_LINGER", "Session", "SessionGone", "SessionLimits", "SessionManager"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LINGER: Final = 10.0
+"""Seconds a session's SDK loop stays up after its last request before it is wound down."""
+
+_END_TIMEOUT: Final = 5.0
+"""Bound on waiting for a session's loop to finish after it was told to stop."""
+
+_INLINE: Final = frozenset({"initialize"})
+"""As in ``serve_loop``: ``initialize`` runs inline so a pipelined next request sees its result."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """The reloadable limits, read afresh at each admission and sweep."""
+
+    idle_timeout: float
+    max_sessions: int
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.idle_timeout) and self.idle_timeout > 0):
+            raise ValueError(f"idle_timeout must be > 0, got {self.idle_timeout}")
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
+
+
+class SessionGone(Exception):
+    """The session ended (DELETE, expiry, shutdown) while a request was using it."""
+
+
+def _transport_context(metadata: MessageMetadata) -> TransportContext:
+    # Like the SDK's default builder, plus the HTTP headers for handlers that read ``ctx.headers``.
+    if isinstance(metadata, ServerMessageMetadata):
+        headers = getattr(metadata.request_context, "headers", None)
+        return TransportContext(kind="streamable-http", can_send_request=metadata.can_send_request, headers=headers)
+    return TransportContext(kind="streamable-http", can_send_request=True)
+
+
+class _Runtime:
+    """A running SDK loop for one session and the responses waiting on it."""
+
+    __slots__ = ("connection", "mailboxes", "read_send", "standalone", "stopping", "task")
+
+    def __init__(self, read_send: ContextSendStream[SessionMessage | Exception]) -> None:
+        self.read_send = read_send
+        self.mailboxes: dict[RequestId, Mailbox] = {}
+        self.standalone: Mailbox | None = None
+        self.stopping = False
+        self.connection: Connection | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def close_mailboxes(self) -> None:
+        for box in self.mailboxes.values():
+            box.close()
+        if self.standalone is not None:
+            self.standalone.close()
+
+
+class _Writer:
+    """The dispatcher's write stream: routes each outgoing message to the response it belongs to.
+
+    Replies go to the POST that asked; messages tied to a request (progress, server requests)
+    go to that POST's SSE stream; anything else goes to the GET stream, or is dropped when no
+    stream can carry it (we keep no event store).
+    """
+
+    __slots__ = ("_closed", "_runtime")
+
+    def __init__(self, runtime: _Runtime) -> None:
+        self._runtime = runtime
+        self._closed = False
+
+    async def send(self, item: SessionMessage, /) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        rt = self._runtime
+        message = item.message
+        box: Mailbox | None
+        if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
+            box = rt.mailboxes.get(message.id)
+        elif isinstance(item.metadata, ServerMessageMetadata) and item.metadata.related_request_id is not None:
+            box = rt.mailboxes.get(item.metadata.related_request_id)
+            if box is not None and not box.sse:
+                box = None  # a JSON body carries only the reply
+        else:
+            box = rt.standalone
+        if box is None:
+            logger.debug("dropped a server message with no open stream to carry it")
+            return
+        await box.put(message)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._runtime.close_mailboxes()
+
+    async def __aenter__(self) -> _Writer:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Session:
+    """One handshake-era session; its SDK loop runs only while it is in use."""
+
+    __slots__ = (
+        "_client_params",
+        "_initialized",
+        "_manager",
+        "_protocol_version",
+        "_runtime",
+        "_state",
+        "busy",
+        "ended",
+        "id",
+        "last_active",
+        "owner",
+    )
+
+    def __init__(self, manager: SessionManager, session_id: str, owner: bytes) -> None:
+        self._manager = manager
+        self.id = session_id
+        self.owner = owner
+        self.last_active = manager.clock()
+        self.busy = 0
+        """Requests being served plus open GET streams; a busy session neither idles nor expires."""
+        self.ended = False
+        self._runtime: _Runtime | None = None
+        self._protocol_version: str | None = None
+        self._client_params: str | None = None
+        self._initialized = False
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the SDK loop is up (tests and the benchmark look at this)."""
+        return self._runtime is not None and not self._runtime.stopping
+
+    async def acquire(self) -> None:
+        """Mark a request in flight and make sure the loop runs.
+
+        Raises:
+            SessionGone: the session has ended.
+        """
+        if self.ended:
+            raise SessionGone
+        self.busy += 1
+        try:
+            while True:
+                if self.ended:
+                    raise SessionGone
+                rt = self._runtime
+                if rt is None:
+                    self._runtime = self._start()
+                    return
+                if not rt.stopping:
+                    return
+                assert rt.task is not None
+                await asyncio.shield(rt.task)  # a wind-down in progress: let it finish, then restart
+                self._finish(rt)
+        except BaseException:
+            self.busy -= 1
+            raise
+
+    def release(self) -> None:
+        self.busy -= 1
+        self.last_active = self._manager.clock()
+
+    async def deliver(self, message: SessionMessage) -> None:
+        """Hand one client message to the SDK loop (call between ``acquire`` and ``release``).
+
+        Raises:
+            SessionGone: the loop is gone.
+        """
+        rt = self._runtime
+        if rt is None or self.ended:
+            raise SessionGone
+        try:
+            await rt.read_send.send(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionGone from None
+
+    def open_request(self, request_id: RequestId, *, sse: bool) -> Mailbox | None:
+        """A mailbox for the reply to ``request_id``; ``None`` if that id is already in flight."""
+        rt = self._runtime
+        if rt is None or self.ended:
+            raise SessionGone
+        if request_id in rt.mailboxes:
+            return None
+        box = rt.mailboxes[request_id] = Mailbox(sse=sse)
+        return box
+
+    def close_request(self, request_id: RequestId, box: Mailbox) -> None:
+        box.close()
+        rt = self._runtime
+        if rt is not None and rt.mailboxes.get(request_id) is box:
+            del rt.mailboxes[request_id]
+
+    def open_standalone(self) -> Mailbox | None:
+        """The mailbox of the session's GET stream; ``None`` if one is already open (409)."""
+        rt = self._runtime
+        if rt is None or self.ended:
+            raise SessionGone
+        if rt.standalone is not None:
+            return None
+        rt.standalone = Mailbox(sse=True)
+        return rt.standalone
+
+    def close_standalone(self, box: Mailbox) -> None:
+        box.close()
+        rt = self._runtime
+        if rt is not None and rt.standalone is box:
+            rt.standalone = None
+
+    def hibernate(self) -> bool:
+        """Wind the loop down if nothing uses it; its state is kept for the next request."""
+        rt = self._runtime
+        if rt is None or rt.stopping or self.busy:
+            return False
+        rt.stopping = True
+        rt.read_send.close()  # EOF: the dispatcher finishes and serve_connection returns
+        return True
+
+    def _start(self) -> _Runtime:
+        manager = self._manager
+        read_send, read_receive = create_context_streams[SessionMessage | Exception](0)
+        rt = _Runtime(read_send)
+        dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+            read_receive, _Writer(rt), transport_builder=_transport_context, inline_methods=_INLINE
+        )
+        connection = Connection.for_loop(
+            dispatcher, session_id=self.id, protocol_version_hint=self._protocol_version
+        )
+        if self._client_params is not None:
+            connection.client_params = InitializeRequestParams.model_validate_json(self._client_params)
+        if self._initialized:
+            connection.initialized.set()
+        if self._state:
+            connection.state = self._state
+        rt.connection = connection
+        rt.task = asyncio.create_task(self._serve(dispatcher, connection), name="mcp-session")
+        rt.task.add_done_callback(lambda _t, rt=rt: self._finish(rt))
+        return rt
+
+    async def _serve(self, dispatcher: JSONRPCDispatcher[TransportContext], connection: Connection) -> None:
+        manager = self._manager
+        try:
+            await serve_connection(manager.server, dispatcher, connection=connection, lifespan_state=manager.state)
+        except Exception:
+            logger.exception("session %s: the SDK loop crashed", self.id[:8])
+
+    def _finish(self, rt: _Runtime) -> None:
+        """Record what the finished loop's ``Connection`` learnt; idempotent."""
+        if self._runtime is not rt:
+            return
+        self._runtime = None
+        rt.close_mailboxes()
+        conn = rt.connection
+        rt.connection = None
+        if conn is not None and not self.ended:
+            self._protocol_version = conn.protocol_version
+            params = conn.client_params
+            self._client_params = params.model_dump_json(by_alias=True, exclude_none=True) if params else None
+            self._initialized = conn.initialized.is_set()
+            self._state = conn.state or None
+        if not rt.stopping and not self.ended:
+            # The loop ended on its own (a crash): the session cannot be served any more.
+            self._manager._forget(self)
+
+    def _drop(self) -> None:
+        self.ended = True
+        self._client_params = None
+        self._state = None
+
+
+class SessionManager:
+    """Admits, finds, expires and ends sessions; runs one sweeper task for all of them."""
+
+    def __init__(
+        self,
+        server: Server[Any],
+        *,
+        limits: Callable[[], SessionLimits],
+        clock: Callable[[], float] = time.monotonic,
+        linger: float = DEFAULT_LINGER,
+    ) -> None:
+        if not linger > 0:
+            raise ValueError(f"linger must be > 0, got {linger}")
+        self.server = server
+        self.limits = limits
+        self.clock = clock
+        self.linger = linger
+        self.state: Any = None
+        """The server's lifespan state, entered once for the whole app (as the SDK's manager does)."""
+        self._sessions: dict[str, Session] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def running_loops(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.running)
+
+    def start(self, lifespan_state: Any) -> None:
+        self.state = lifespan_state
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="mcp-session-sweeper")
+
+    def create(self, owner: bytes) -> Session | None:
+        """A new session for ``owner``, or ``None`` at the cap (the caller answers 503)."""
+        if len(self._sessions) >= self.limits().max_sessions:
+            return None
+        session_id = secrets.token_hex(16)
+        session = self._sessions[session_id] = Session(self, session_id, owner)
+        logger.debug("session %s opened (%d open)", session_id[:8], len(self._sessions))
+        return session
+
+    def get(self, session_id: str, owner: bytes) -> Session | None:
+        """The session, only for the credential that created it (others get ``None``, i.e. 404)."""
+        session = self._sessions.get(session_id)
+        if session is None or not hmac.compare_digest(session.owner, owner):
+            return None
+        return session
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: the next sweep can free a slot by then."""
+        return max(1, math.ceil(self._sweep_interval()))
+
+    async def end(self, session: Session, reason: str = "closed") -> None:
+        """End ``session`` now: its id answers 404 at once; its loop, tasks and streams are released."""
+        if session.ended:
+            return
+        self._forget(session)
+        logger.debug("session %s ended (%s)", session.id[:8], reason)
+        rt = session._runtime  # pyright: ignore[reportPrivateUsage]
+        if rt is None or rt.task is None:
+            return
+        rt.stopping = True
+        rt.read_send.close()
+        rt.close_mailboxes()
+        try:
+            async with asyncio.timeout(_END_TIMEOUT):
+                await asyncio.shield(rt.task)
+        except TimeoutError:
+            logger.warning("session %s: the SDK loop did not stop in %.0f s; cancelling", session.id[:8], _END_TIMEOUT)
+            rt.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rt.task
+
+    async def sweep(self) -> None:
+        """Wind down loops idle past ``linger`` and end sessions idle past the timeout."""
+        now = self.clock()
+        timeout = self.limits().idle_timeout
+        expired: list[Session] = []
+        for session in list(self._sessions.values()):
+            if session.busy:
+                continue
+            idle = now - session.last_active
+            if idle >= timeout:
+                expired.append(session)
+            elif idle >= self.linger:
+                session.hibernate()
+        for session in expired:
+            await self.end(session, "idle")
+
+    async def aclose(self) -> None:
+        """End every session (shutdown); bounded per session."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        await asyncio.gather(*(self.end(s, "shutdown") for s in list(self._sessions.values())))
+
+    def _forget(self, session: Session) -> None:
+        self._sessions.pop(session.id, None)
+        session._drop()  # pyright: ignore[reportPrivateUsage]
+
+    def _sweep_interval(self) -> float:
+        return min(max(min(self.linger, self.limits().idle_timeout) / 4, 0.25), 30.0)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval())
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("session sweep failed")
