@@ -208,6 +208,14 @@ FIELDS: Final[tuple[Field, ...]] = (
           aliases=("MODELSCOPE_SDK_TOKEN",)),
     Field("MODELSCOPE_BASE_URL", "modelscope_base_url", _url, "", "ModelScope API-Inference base URL."),
     Field("MODELSCOPE_MODEL", "modelscope_model", _str, "Qwen/Qwen-Image", "ModelScope model id."),
+    # generation jobs
+    Field("MCP_GENERATION_WAIT_SECONDS", "generation_wait_seconds", _float_range(0, 3600), "45",
+          "Default seconds a generate_image/get_generation call waits before handing back a job_id."),
+    Field("MCP_JOB_TTL", "job_ttl", _float_range(1, 30 * 86400), "3600",
+          "Seconds a finished generation job stays queryable.", True),
+    Field("MCP_MAX_JOBS", "max_jobs", _int_range(1, 10_000), "32", "Generation jobs running at once.", True),
+    Field("MCP_MAX_QUEUED_JOBS", "max_queued_jobs", _int_range(0, 1_000_000), "1000",
+          "Jobs allowed to wait for a slot; beyond it new ones get queue_full.", True),
     # provider behaviour (retries, timeouts, polling, concurrency, failover)
     Field("MCP_FALLBACK_PROVIDERS", "fallback_providers", _csv, "",
           "Ordered providers tried when an unpinned request's provider is unavailable."),
@@ -277,6 +285,10 @@ class Settings:
     modelscope_api_key: Secret | None = None
     modelscope_base_url: str | None = None
     modelscope_model: str = "Qwen/Qwen-Image"
+    generation_wait_seconds: float = 45.0
+    job_ttl: float = 3600.0
+    max_jobs: int = 32
+    max_queued_jobs: int = 1000
     fallback_providers: tuple[str, ...] = ()
     provider_max_attempts: int = 3
     provider_retry_budget: float = 60.0

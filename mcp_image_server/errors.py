@@ -11,12 +11,16 @@ between releases (README, "Error codes"). Tools turn these into results with
     │   ├── ProviderMismatchError         provider_mismatch
     │   ├── UnknownStyleError             unknown_style
     │   ├── UnknownResolutionError        unknown_resolution
-    │   └── UnsupportedOptionError        unsupported_option
+    │   ├── UnsupportedOptionError        unsupported_option
+    │   └── IdempotencyConflictError      idempotency_conflict
     ├── ProviderNotConfiguredError        provider_not_configured
     ├── ImageNotFoundError (LookupError)  image_not_found
     ├── ImageExpiredError (LookupError)   image_expired
     ├── ImageTooLargeError                image_too_large
     ├── StorageError (OSError)            storage_error
+    ├── JobNotFoundError (LookupError)    job_not_found
+    ├── GenerationCancelledError          generation_cancelled
+    ├── QueueFullError                    queue_full        (transient)
     └── ProviderError                     provider_error
         ├── AuthFailedError               auth_failed
         ├── RateLimitedError              rate_limited      (transient, retry_after)
@@ -34,6 +38,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
+    "QueueFullError",
+    "JobNotFoundError",
+    "IdempotencyConflictError",
+    "GenerationCancelledError",
     "AuthFailedError",
     "BadImageDataError",
     "ConfigError",
@@ -103,6 +111,10 @@ class UnsupportedOptionError(InvalidArgumentError):
     code = "unsupported_option"
 
 
+class IdempotencyConflictError(InvalidArgumentError):
+    code = "idempotency_conflict"
+
+
 class ProviderNotConfiguredError(ImageServerError):
     code = "provider_not_configured"
 
@@ -121,6 +133,19 @@ class ImageTooLargeError(ImageServerError):
 
 class StorageError(ImageServerError, OSError):
     code = "storage_error"
+
+
+class JobNotFoundError(ImageServerError, LookupError):
+    code = "job_not_found"
+
+
+class GenerationCancelledError(ImageServerError):
+    code = "generation_cancelled"
+
+
+class QueueFullError(ImageServerError):
+    code = "queue_full"
+    transient = True
 
 
 class ProviderError(ImageServerError):

@@ -7,11 +7,16 @@ details}``; protocol misuse (unknown tool, bad resource URI) stays a JSON-RPC er
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
+
+import anyio
 
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -32,6 +37,7 @@ from pydantic import AnyUrl, BaseModel, Field, ValidationError
 
 from . import __version__
 from .errors import ConfigError, ImageServerError, InvalidArgumentError
+from .jobs import Job, Update
 from .models import GenerateOutcome, GenerateParams, ImageFormat, ImageRecord
 from .service import ImageService
 
@@ -72,8 +78,33 @@ class ImageInfo(BaseModel):
 
 class GenerateImageOutput(BaseModel):
     ok: bool
+    status: str = "succeeded"
+    """succeeded, or a job state (queued, running...) when the call handed back a job_id."""
+    job_id: str | None = None
+    message: str | None = None
     images: list[ImageInfo] = []
     warnings: list[str] = []
+    error: ErrorInfo | None = None
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    status: str
+    message: str
+    provider: str | None
+    prompt: str
+    queue_position: int | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    elapsed_s: float
+    image_ids: list[str]
+    error: ErrorInfo | None
+
+
+class JobListOutput(BaseModel):
+    ok: bool
+    jobs: list[JobSummary] = []
     error: ErrorInfo | None = None
 
 
@@ -95,13 +126,26 @@ class ReloadOutput(BaseModel):
     error: ErrorInfo | None = None
 
 
-def error_result(exc: ImageServerError) -> CallToolResult:
+def error_result(exc: ImageServerError, **extra: Any) -> CallToolResult:
     """A tool error the model can read and act on."""
     return CallToolResult(
         content=[TextContent(text=f"Error [{exc.code}]: {exc.message}")],
-        structured_content={"ok": False, "error": exc.to_dict()},
+        structured_content={"ok": False, "error": exc.to_dict(), **extra},
         is_error=True,
     )
+
+
+def owner_of(ctx: Context[Any, Any]) -> str:
+    """Who owns a job: a fingerprint of the caller's (already verified) token, or the stdio process."""
+    headers = ctx.headers
+    if headers is None:
+        return "stdio"
+    lowered = {k.lower(): v for k, v in headers.items()}
+    auth = lowered.get("authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else lowered.get("x-api-key", "").strip()
+    if not token:
+        return "anonymous"
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 class ImageMCPServer(MCPServer[Any]):
@@ -178,8 +222,11 @@ def _image_info(service: ImageService, record: ImageRecord) -> ImageInfo:
     )
 
 
+Inline = Literal["thumbnail", "full", "none"]
+
+
 async def _generate_result(
-    service: ImageService, outcome: GenerateOutcome, inline: Literal["thumbnail", "full", "none"]
+    service: ImageService, outcome: GenerateOutcome, inline: Inline, job_id: str | None = None
 ) -> CallToolResult:
     infos = [_image_info(service, r) for r in outcome.records]
     warnings = list(outcome.warnings)
@@ -217,8 +264,53 @@ async def _generate_result(
     if warnings:
         lines.append("Warnings: " + "; ".join(warnings))
     content.insert(0, TextContent(text="\n".join(lines)))
-    output = GenerateImageOutput(ok=True, images=infos, warnings=warnings)
+    output = GenerateImageOutput(ok=True, job_id=job_id, images=infos, warnings=warnings)
     return CallToolResult(content=content, structured_content=output.model_dump(mode="json"))
+
+
+async def job_result(service: ImageService, job: Job, inline: Inline) -> CallToolResult:
+    """The result for a job: its images when done, its error, or its state and how to poll it."""
+    if job.state == "succeeded" and job.outcome is not None:
+        return await _generate_result(service, job.outcome, inline, job.job_id)
+    if job.error is not None and job.done:
+        return error_result(job.error, job_id=job.job_id, status=job.state)
+    job.handed_back = True
+    message = (
+        f"Still generating ({job.message}). The job keeps running: call get_generation(job_id=\"{job.job_id}\") "
+        "to wait for it and get the images, or cancel_generation to stop it."
+    )
+    output = GenerateImageOutput(ok=True, status=job.state, job_id=job.job_id, message=message)
+    return CallToolResult(content=[TextContent(text=message)], structured_content=output.model_dump(mode="json"))
+
+
+async def wait_for_job(
+    service: ImageService, ctx: Context[Any, Any], job: Job, wait_seconds: float | None, cancel_on_abandon: bool
+) -> None:
+    """Wait a bounded time, turning job updates into progress notifications.
+
+    If the caller goes away (``notifications/cancelled``, closed stream) while the job
+    was never handed back, the job is cancelled too.
+    """
+    step = 0
+
+    async def report(update: Update) -> None:
+        nonlocal step
+        step += 1
+        await ctx.report_progress(step, None, update.message)
+
+    timeout = service.settings.generation_wait_seconds if wait_seconds is None else wait_seconds
+    try:
+        await service.jobs.wait(job, timeout, report)
+    except anyio.get_cancelled_exc_class():
+        if cancel_on_abandon and not job.handed_back and job.task is not None:
+            job.task.cancel()
+        raise
+
+
+def _jobs_result(service: ImageService, jobs: list[Job], text: str) -> CallToolResult:
+    now = time.time()
+    output = JobListOutput(ok=True, jobs=[JobSummary.model_validate(j.summary(now)) for j in jobs])
+    return CallToolResult(content=[TextContent(text=text)], structured_content=output.model_dump(mode="json"))
 
 
 def build_mcp_server(service: ImageService) -> ImageMCPServer:
@@ -266,8 +358,20 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
             int | None, Field(ge=0, le=100, description="OpenAI only: jpeg/webp compression 0-100.")
         ] = None,
         moderation: Annotated[Literal["auto", "low"] | None, Field(description="OpenAI only: moderation.")] = None,
+        wait_seconds: Annotated[
+            float | None,
+            Field(ge=0, le=3600, description="Seconds to wait before handing back a job_id (default 45; 0 = at once)."),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Field(min_length=1, max_length=200, description="Repeat-safe key: the same key and arguments return "
+                  "the same job instead of generating again."),
+        ] = None,
     ) -> Annotated[CallToolResult, GenerateImageOutput]:
-        """Generate image(s) from a text prompt; returns image ids, file paths, URLs and inline previews."""
+        """Generate image(s) from a text prompt; returns image ids, file paths, URLs and inline previews.
+
+        Long generations hand back a job_id after wait_seconds; poll it with get_generation.
+        """
         params = GenerateParams(
             prompt=prompt,
             provider=provider,
@@ -285,18 +389,63 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
                 "moderation": moderation,
             },
         )
-        step = 0
-
-        async def progress(message: str) -> None:
-            nonlocal step
-            step += 1
-            await ctx.report_progress(step, None, message)
-
         try:
-            outcome = await service.generate(params, progress)
-            return await _generate_result(service, outcome, inline)
+            # Arguments are checked before a job exists, so a bad call fails fast and costs nothing.
+            service.validate(params)
+            job = service.jobs.submit(owner_of(ctx), params, idempotency_key)
         except ImageServerError as exc:
             return error_result(exc)
+        await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=True)
+        return await job_result(service, job, inline)
+
+    @mcp.tool(annotations=ToolAnnotations(title="Get generation", read_only_hint=True))
+    async def get_generation(
+        ctx: Context[Any, Any],
+        job_id: Annotated[str, Field(max_length=200, description="job_id from generate_image.")],
+        wait_seconds: Annotated[
+            float | None, Field(ge=0, le=3600, description="Seconds to wait for the job (default 45; 0 = now).")
+        ] = None,
+        inline: Annotated[Inline, Field(description="Image bytes in a finished result, as for generate_image.")] = (
+            "thumbnail"
+        ),
+    ) -> Annotated[CallToolResult, GenerateImageOutput]:
+        """A generation job's state, or, once finished, the same result generate_image gives."""
+        try:
+            job = service.jobs.get(owner_of(ctx), job_id.strip())
+        except ImageServerError as exc:
+            return error_result(exc)
+        await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=False)
+        return await job_result(service, job, inline)
+
+    @mcp.tool(annotations=ToolAnnotations(title="Cancel generation", read_only_hint=False, idempotent_hint=True))
+    async def cancel_generation(
+        ctx: Context[Any, Any],
+        job_id: Annotated[str, Field(max_length=200, description="job_id from generate_image.")],
+    ) -> Annotated[CallToolResult, JobListOutput]:
+        """Cancel a running generation job (a finished job is reported unchanged)."""
+        try:
+            job = service.jobs.cancel(owner_of(ctx), job_id.strip())
+        except ImageServerError as exc:
+            return error_result(exc)
+        if job.task is not None and not job.task.done():
+            with anyio.move_on_after(5):
+                await asyncio.wait({job.task})
+        return _jobs_result(service, [job], f"Job {job.job_id} is {job.state}.")
+
+    @mcp.tool(annotations=ToolAnnotations(title="List generations", read_only_hint=True))
+    async def list_generations(
+        ctx: Context[Any, Any],
+        status: Annotated[
+            Literal["queued", "submitted", "running", "downloading", "saving", "succeeded", "failed", "cancelled"]
+            | None,
+            Field(description="Only jobs in this state."),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="Most jobs to return, newest first.")] = 20,
+    ) -> Annotated[CallToolResult, JobListOutput]:
+        """Your recent generation jobs, newest first."""
+        jobs = service.jobs.list(owner_of(ctx), status, limit)
+        lines = [f"{j.job_id} {j.state} {j.params.prompt[:60]!r}" for j in jobs]
+        return _jobs_result(service, jobs, "\n".join(lines) or "No generation jobs.")
 
     @mcp.tool(annotations=ToolAnnotations(title="Get image data", read_only_hint=True))
     async def get_image_data(

@@ -6,12 +6,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
 from .config import ReloadResult, Settings, reload_settings
 from .errors import ConfigError, ImageTooLargeError, InvalidArgumentError
 from .imaging import thumbnail
+from .jobs import JobManager
 from .models import GenerateOutcome, GenerateParams, GenerationRequest, ImageRecord, ProgressFn
 from .providers import ProviderSpec, registry
 from .providers.manager import ProviderManager
@@ -20,6 +22,17 @@ from .store import ImageStore, sanitize_prefix
 __all__ = ["ImageService"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    manager: ProviderManager
+    provider: str
+    style: str | None
+    prompt: str
+    request: GenerationRequest
+    prefix: str | None
+    warnings: tuple[str, ...]
 
 
 class ImageService:
@@ -42,6 +55,13 @@ class ImageService:
         self._retired: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self.store = ImageStore(settings.image_save_dir, clock=clock)
+        self.jobs = JobManager(
+            self.generate,
+            ttl=settings.job_ttl,
+            max_running=settings.max_jobs,
+            max_queued=settings.max_queued_jobs,
+            clock=clock,
+        )
         self.http_base_url: str | None = None
         """Set by the HTTP transport once bound, so image URLs work without MCP_PUBLIC_BASE_URL."""
         self.started_at = time.monotonic()
@@ -65,20 +85,15 @@ class ImageService:
         )
 
     async def aclose(self) -> None:
+        await self.jobs.aclose()
         await self._manager.aclose(grace=30)
         for task in list(self._retired):
             task.cancel()
 
     # --- generation ---------------------------------------------------------------------------
 
-    async def generate(self, params: GenerateParams, progress: ProgressFn | None = None) -> GenerateOutcome:
-        """Validate, run on the chosen provider, store every image.
-
-        Raises:
-            InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderError, StorageError.
-        """
+    def _prepare(self, params: GenerateParams) -> _Prepared:
         manager = self._manager  # in-flight calls finish on the snapshot they started with
-        settings = manager.settings
         selection = manager.select(
             provider=params.provider,
             style=params.style,
@@ -117,8 +132,24 @@ class ImageService:
             output_format=params.output_format,
             options={k: v for k, v in params.options.items() if v is not None},
         )
-        result = await manager.generate(selection.provider, request, progress)
-        warnings.extend(result.warnings)
+        return _Prepared(manager, selection.provider, selection.style, prompt, request, prefix, tuple(warnings))
+
+    def validate(self, params: GenerateParams) -> None:
+        """Check a request against the current catalogs without running it.
+
+        Raises:
+            InvalidArgumentError (and subclasses), ProviderNotConfiguredError.
+        """
+        self._prepare(params)
+
+    async def generate(self, params: GenerateParams, progress: ProgressFn | None = None) -> GenerateOutcome:
+        """Validate, run on the chosen provider, store every image.
+
+        Raises:
+            InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderError, StorageError.
+        """
+        p = self._prepare(params)
+        result = await p.manager.generate(p.provider, p.request, progress)
         if progress is not None:
             await progress("saving")
         records = []
@@ -126,15 +157,15 @@ class ImageService:
             record = await asyncio.to_thread(
                 self.store.save,
                 image,
-                provider=selection.provider,
+                provider=p.provider,
                 model=result.model,
-                style=selection.style,
-                prompt=prompt,
-                ttl=settings.image_record_ttl,
-                file_prefix=prefix,
+                style=p.style,
+                prompt=p.prompt,
+                ttl=p.manager.settings.image_record_ttl,
+                file_prefix=p.prefix,
             )
             records.append(record)
-        return GenerateOutcome(tuple(records), selection.provider, result.model, tuple(warnings))
+        return GenerateOutcome(tuple(records), p.provider, result.model, p.warnings + result.warnings)
 
     # --- images -------------------------------------------------------------------------------
 
@@ -209,6 +240,7 @@ class ImageService:
             "providers": list(self._manager.configured),
             "default_provider": self._manager.default_name,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "jobs_in_flight": self.jobs.in_flight,
         }
 
     # --- reload -------------------------------------------------------------------------------

@@ -272,7 +272,10 @@ async def test_progress_notifications_reach_the_client(stdio_client: Any) -> Non
 
     async with stdio_client() as client:
         await client.call_tool("generate_image", {"prompt": "x", "n": 2}, progress_callback=on_progress)
-    assert [m for _, m in seen] == ["rendering image 1 of 2", "rendering image 2 of 2", "saving"]
+    assert [m for _, m in seen] == [
+        "started", "running on local", "rendering image 1 of 2", "rendering image 2 of 2", "saving",
+        "succeeded: 2 image(s)",
+    ]
     assert [p for p, _ in seen] == sorted(p for p, _ in seen)
 
 

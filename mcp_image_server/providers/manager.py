@@ -307,6 +307,8 @@ class ProviderManager:
             if sem.locked() and progress is not None:
                 await progress(f"queued for {name}, {self.queue_depth(name) + 1} ahead")
             async with sem:
+                if progress is not None:
+                    await progress(f"running on {name}")
                 return await self._with_retries(name, request, progress)
         finally:
             self._inflight -= 1
