@@ -7,16 +7,24 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from . import __version__
 from .config import ReloadResult, Settings, reload_settings
-from .errors import ConfigError, ImageTooLargeError, InvalidArgumentError
+from .errors import ConfigError, ImageTooLargeError, InvalidArgumentError, ProviderError
 from .imaging import thumbnail
 from .jobs import JobManager
-from .models import GenerateOutcome, GenerateParams, GenerationRequest, ImageRecord, ProgressFn
+from .models import (
+    GenerateOutcome,
+    GenerateParams,
+    GenerationRequest,
+    ImageRecord,
+    ProgressFn,
+    ProviderCatalog,
+    ProviderResult,
+)
 from .providers import ProviderSpec, registry
-from .providers.manager import ProviderManager
+from .providers.manager import ProviderManager, Selection
 from .store import ImageStore, sanitize_prefix
 
 __all__ = ["ImageService"]
@@ -24,15 +32,37 @@ __all__ = ["ImageService"]
 logger = logging.getLogger(__name__)
 
 
+FAILOVER_CODES: Final = frozenset({"provider_unavailable", "provider_timeout", "rate_limited"})
+"""Failures after which an unpinned request moves on to the next MCP_FALLBACK_PROVIDERS entry."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     manager: ProviderManager
-    provider: str
-    style: str | None
+    selection: Selection
     prompt: str
     request: GenerationRequest
     prefix: str | None
     warnings: tuple[str, ...]
+
+
+def _vendor_request(
+    catalog: ProviderCatalog, selection: Selection, params: GenerateParams, prompt: str
+) -> GenerationRequest:
+    """The provider-facing request: style modifiers folded into the prompt, unsupported extras dropped."""
+    style_info = catalog.style(selection.style) if selection.style else None
+    vendor_prompt = f"{prompt}, {style_info.prompt_modifier}" if style_info and style_info.prompt_modifier else prompt
+    return GenerationRequest(
+        prompt=vendor_prompt,
+        width=selection.width,
+        height=selection.height,
+        style=selection.style,
+        negative_prompt=params.negative_prompt if catalog.supports_negative_prompt else None,
+        n=min(params.n, catalog.max_n),
+        seed=params.seed if catalog.supports_seed else None,
+        output_format=params.output_format if params.output_format in catalog.formats else catalog.formats[0],
+        options={k: v for k, v in params.options.items() if v is not None and k in catalog.options},
+    )
 
 
 class ImageService:
@@ -117,22 +147,8 @@ class ImageService:
         prefix, changed = sanitize_prefix(params.file_prefix)
         if changed:
             warnings.append(f"file_prefix was made file-system safe: {prefix!r}")
-        style_info = catalog.style(selection.style) if selection.style else None
-        vendor_prompt = prompt
-        if style_info is not None and style_info.prompt_modifier:
-            vendor_prompt = f"{prompt}, {style_info.prompt_modifier}"
-        request = GenerationRequest(
-            prompt=vendor_prompt,
-            width=selection.width,
-            height=selection.height,
-            style=selection.style,
-            negative_prompt=params.negative_prompt if catalog.supports_negative_prompt else None,
-            n=params.n,
-            seed=params.seed if catalog.supports_seed else None,
-            output_format=params.output_format,
-            options={k: v for k, v in params.options.items() if v is not None},
-        )
-        return _Prepared(manager, selection.provider, selection.style, prompt, request, prefix, tuple(warnings))
+        request = _vendor_request(catalog, selection, params, prompt)
+        return _Prepared(manager, selection, prompt, request, prefix, tuple(warnings))
 
     def validate(self, params: GenerateParams) -> None:
         """Check a request against the current catalogs without running it.
@@ -149,7 +165,13 @@ class ImageService:
             InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderError, StorageError.
         """
         p = self._prepare(params)
-        result = await p.manager.generate(p.provider, p.request, progress)
+        served, style, warnings = p.selection.provider, p.selection.style, list(p.warnings)
+        try:
+            result = await p.manager.generate(served, p.request, progress)
+        except ProviderError as exc:
+            if p.selection.pinned or exc.code not in FAILOVER_CODES:
+                raise
+            result, served, style = await self._failover(p, params, exc, warnings, progress)
         if progress is not None:
             await progress("saving")
         records = []
@@ -157,15 +179,50 @@ class ImageService:
             record = await asyncio.to_thread(
                 self.store.save,
                 image,
-                provider=p.provider,
+                provider=served,
                 model=result.model,
-                style=p.style,
+                style=style,
                 prompt=p.prompt,
                 ttl=p.manager.settings.image_record_ttl,
                 file_prefix=p.prefix,
             )
             records.append(record)
-        return GenerateOutcome(tuple(records), p.provider, result.model, p.warnings + result.warnings)
+        return GenerateOutcome(tuple(records), served, result.model, tuple(warnings) + result.warnings)
+
+    async def _failover(
+        self,
+        p: _Prepared,
+        params: GenerateParams,
+        first: ProviderError,
+        warnings: list[str],
+        progress: ProgressFn | None,
+    ) -> tuple[ProviderResult, str, str | None]:
+        """Try each configured MCP_FALLBACK_PROVIDERS entry with the nearest style and size.
+
+        Raises:
+            ProviderError: the first failure, when no fallback succeeds.
+        """
+        failed, error = p.selection.provider, first
+        size = None if p.selection.width is None else (p.selection.width, p.selection.height or 0)
+        for name in p.manager.fallbacks(p.selection.provider):
+            selection = p.manager.equivalent(p.selection.provider, name, p.selection.style, size)
+            request = _vendor_request(p.manager.catalog(name), selection, params, p.prompt)
+            logger.warning("%s failed (%s); failing over to %s", failed, error.code, name)
+            if progress is not None:
+                await progress(f"running on {name} after {failed} failed ({error.code})")
+            try:
+                result = await p.manager.generate(name, request, progress)
+            except ProviderError as exc:
+                if exc.code not in FAILOVER_CODES:
+                    raise
+                failed, error = name, exc
+                continue
+            warnings.append(
+                f"{p.selection.provider} failed ({first.code}: {first.message}); served by {name} with style "
+                f"{selection.style!r} at {request.resolution}"
+            )
+            return result, name, selection.style
+        raise first
 
     # --- images -------------------------------------------------------------------------------
 

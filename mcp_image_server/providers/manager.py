@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import re
 import time
@@ -269,6 +270,17 @@ class ProviderManager:
             f"resolution {canonical} is not available for provider {catalog.name!r}; {hint}", details=details
         )
 
+    # --- failover ---------------------------------------------------------------------------
+
+    def fallbacks(self, failed: str) -> list[str]:
+        """Configured providers from ``MCP_FALLBACK_PROVIDERS`` to try after ``failed``, in order."""
+        return [n for n in self.settings.fallback_providers if n != failed and n in self.configured]
+
+    def equivalent(self, source: str, target: str, style: str | None, size: tuple[int, int] | None) -> Selection:
+        """The nearest style and size ``target`` offers for a request made for ``source``."""
+        src, dst = self.catalog(source), self.catalog(target)
+        return Selection(target, _nearest_style(src, dst, style), *_nearest_size(dst, size))
+
     # --- running ----------------------------------------------------------------------------
 
     def provider(self, name: str) -> Provider:
@@ -349,3 +361,46 @@ class ProviderManager:
                 await inst.aclose()
             except Exception:  # noqa: BLE001 - closing must not stop the others
                 logger.exception("error closing provider %s", inst.name)
+
+
+_WORD_SPLIT: Final = re.compile(r"[^a-z0-9]+")
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD_SPLIT.split(text.lower()) if w}
+
+
+def _nearest_style(src: ProviderCatalog, dst: ProviderCatalog, code: str | None) -> str | None:
+    """Same code if the target has it, else the style sharing most words of code and label, else its default."""
+    if code is None:
+        return dst.default_style
+    if dst.style(code) is not None:
+        return code
+    info = src.style(code)
+    wanted = _words(code) | (_words(info.label) if info else set())
+    best, score = dst.default_style, 0
+    for candidate in dst.styles:
+        overlap = len(wanted & (_words(candidate.code) | _words(candidate.label)))
+        if overlap > score:
+            best, score = candidate.code, overlap
+    return best
+
+
+def _nearest_size(dst: ProviderCatalog, size: tuple[int, int] | None) -> tuple[int | None, int | None]:
+    """The target's size closest in aspect ratio first, then area."""
+    candidates: list[tuple[int, int] | None] = [parse_size(r) for r in dst.resolutions]
+    if size is None:
+        return (None, None) if None in candidates else (parse_size(dst.default_resolution) or (None, None))
+    if dst.size_range:
+        lo, hi = dst.size_range
+        m = dst.size_multiple
+        candidates.append(tuple(max(lo, min(hi, side // m * m)) for side in size))  # type: ignore[arg-type]
+    w, h = size
+
+    def distance(c: tuple[int, int] | None) -> float:
+        if c is None:
+            return float("inf")
+        return 2 * abs(math.log((c[0] / c[1]) / (w / h))) + abs(math.log((c[0] * c[1]) / (w * h)))
+
+    best = min(candidates, key=distance)
+    return best if best is not None else (None, None)
