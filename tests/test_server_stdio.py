@@ -215,13 +215,14 @@ async def test_reload_config_applies_changes_and_names_restart_only_fields(stdio
             "MCP_IMAGE_RECORD_TTL", "OPENAI_API_KEY", "MCP_GET_IMAGE_DATA_MAX_BYTES"}
         assert sc["restart_required"] == ["MCP_PORT"]
         assert SECRET not in json.dumps(sc) and SECRET not in result.content[0].text
-        gen = await client.call_tool("generate_image", {"prompt": "x", "style": "neon", "inline": "none"})
+        assert sc["providers"] == ["openai", "local"] and sc["default_provider"] == "openai"
+        gen = await client.call_tool("generate_image", {"prompt": "x", "style": "local:neon", "inline": "none"})
         got = await client.call_tool("get_image_data", {"image_id": _sc(gen)["images"][0]["image_id"]})
         assert _error_code(got) == "image_too_large"  # the new limit applies
         (tmp_path / ".env").write_text("MCP_IMAGE_RECORD_TTL=-1\n")
         bad = await client.call_tool("reload_config", {})
         assert _error_code(bad) == "config_error" and "MCP_IMAGE_RECORD_TTL" in _sc(bad)["error"]["message"]
-        again = await client.call_tool("generate_image", {"prompt": "still works", "inline": "none"})
+        again = await client.call_tool("generate_image", {"prompt": "still works", "provider": "local"})
         assert not again.is_error
 
 

@@ -10,12 +10,12 @@ import asyncio
 import email.utils
 import io
 import warnings
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..errors import BadImageDataError, ProviderTimeoutError, ProviderUnavailableError
-from ..models import GeneratedImage, ProgressFn
+from ..models import GeneratedImage, ImageFormat, ProgressFn
 
 if TYPE_CHECKING:
     import aiohttp
@@ -96,8 +96,11 @@ async def report(progress: ProgressFn | None, status: str) -> None:
         await progress(status)
 
 
-def _inspect(data: bytes) -> tuple[str, int, int]:
-    """Decode fully (a truncated file only fails on load) and return MIME, width, height."""
+def _inspect(data: bytes, want: str | None) -> tuple[bytes, str, int, int]:
+    """Decode fully (a truncated file only fails on load); re-encode when ``want`` differs.
+
+    Returns the (possibly converted) bytes, MIME type, width and height.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -106,6 +109,8 @@ def _inspect(data: bytes) -> tuple[str, int, int]:
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format, img.size
                 img.load()
+                if want is not None and fmt in PIL_MIME and fmt != want.upper():
+                    data, fmt = _convert(img, want), want.upper()
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"not a readable image ({type(exc).__name__})") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports truncation and bad chunks this way
@@ -113,13 +118,30 @@ def _inspect(data: bytes) -> tuple[str, int, int]:
     mime = PIL_MIME.get(fmt or "")
     if mime is None:
         raise ValueError(f"unsupported image format {fmt}")
-    return mime, width, height
+    return data, mime, width, height
+
+
+def _convert(img: Any, want: str) -> bytes:
+    """Re-encode a loaded Pillow image so the caller gets the ``output_format`` it asked for."""
+    out = io.BytesIO()
+    if want == "jpeg":
+        img = img.convert("RGB")
+    elif img.mode not in ("RGB", "RGBA", "L", "LA"):
+        img = img.convert("RGBA")
+    img.save(out, want.upper(), **({} if want == "png" else {"quality": 92}))
+    return out.getvalue()
 
 
 async def decode_image(
-    data: bytes, *, provider: str, seed: int | None = None, revised_prompt: str | None = None
+    data: bytes,
+    *,
+    provider: str,
+    want: ImageFormat | None = None,
+    seed: int | None = None,
+    revised_prompt: str | None = None,
 ) -> GeneratedImage:
-    """Check ``data`` is a complete PNG/JPEG/WebP and wrap it.
+    """Check ``data`` is a complete PNG/JPEG/WebP and wrap it, converted to ``want`` if given
+    (vendors such as Seedream answer JPEG whatever was asked).
 
     Raises:
         BadImageDataError: the bytes are empty, not an image, damaged or of another format.
@@ -127,7 +149,7 @@ async def decode_image(
     if not data:
         raise BadImageDataError(f"{provider} returned an empty image", provider=provider)
     try:
-        mime, width, height = await asyncio.to_thread(_inspect, data)
+        data, mime, width, height = await asyncio.to_thread(_inspect, data, want)
     except ValueError as exc:
         raise BadImageDataError(
             f"{provider} returned bytes that are not a usable image: {exc}",
@@ -144,6 +166,7 @@ async def download_image(
     provider: str,
     max_bytes: int,
     timeout: float,
+    want: ImageFormat | None = None,
     seed: int | None = None,
     revised_prompt: str | None = None,
 ) -> GeneratedImage:
@@ -186,7 +209,7 @@ async def download_image(
         raise ProviderUnavailableError(
             f"{provider} result download failed: {type(exc).__name__}", provider=provider, details=details
         ) from exc
-    return await decode_image(bytes(buf), provider=provider, seed=seed, revised_prompt=revised_prompt)
+    return await decode_image(bytes(buf), provider=provider, want=want, seed=seed, revised_prompt=revised_prompt)
 
 
 def _too_large(provider: str, details: dict[str, object], size: int) -> BadImageDataError:
@@ -197,13 +220,14 @@ def _too_large(provider: str, details: dict[str, object], size: int) -> BadImage
     )
 
 
-async def gather_all(factories: Iterable[Callable[[], Coroutine[Any, Any, T]]]) -> list[T]:
+async def gather_all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
     """Run coroutines concurrently; the first failure cancels the rest and is raised on its own
-    (callers map single errors, not exception groups)."""
+    (callers map single errors, not exception groups). Pass a generator: each coroutine is
+    created only as its task starts, so none is left un-awaited."""
     tasks: list[asyncio.Task[T]] = []
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(make()) for make in factories]
+            tasks = [group.create_task(coro) for coro in coros]
     except BaseExceptionGroup as group_exc:
-        raise group_exc.exceptions[0]  # noqa: B904 - keeps the error's own __cause__ chain
+        raise group_exc.exceptions[0]  # keeps the error's own __cause__ chain
     return [t.result() for t in tasks]

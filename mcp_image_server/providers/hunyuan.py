@@ -11,7 +11,8 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from ..config import Settings
@@ -74,11 +75,14 @@ CATALOG: Final = ProviderCatalog(
     styles=STYLES,
     resolutions=("1024x1024", "768x768", "768x1024", "1024x768", "720x1280", "1280x720", "768x1280", "1280x768"),
     default_resolution="1024x1024",
-    formats=("png",),
+    formats=("png", "jpeg", "webp"),
     max_n=4,
     max_prompt_chars=1024,
     resolution_separator=":",
-    notes="Sent as W:H. A seed turns prompt rewriting (Revise) off so the seed is honoured. No visible logo.",
+    notes=(
+        "Sizes are sent as W:H. A seed turns prompt rewriting (Revise) off so the seed is honoured. "
+        "No visible AI logo. Results in another format than requested are converted locally."
+    ),
 )
 
 _CODE_CLASSES: Final[tuple[tuple[str, type[ProviderError]], ...]] = (
@@ -103,20 +107,37 @@ _MAX_POLL_ERRORS: Final = 3
 """Transient Query failures tolerated in a row: re-polling a paid, running job beats resubmitting it."""
 
 
-def _map_error(exc: BaseException, secrets: Iterable[str], **context: Any) -> ProviderError:
-    """The one place Tencent SDK, httpx and timeout failures become ``errors.py`` classes."""
+Stage = Literal["submit", "poll", "done"]
+
+
+def _map_error(exc: BaseException, secrets: Iterable[str], stage: Stage, **context: Any) -> ProviderError:
+    """The one place Tencent SDK, httpx and timeout failures become ``errors.py`` classes.
+
+    ``stage`` decides ``retryable``: a retry would start a second job, which is wrong while the
+    first may still run (after a submit whose answer was lost, or while polling).
+    """
     import httpx
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
     details = {k: v for k, v in context.items() if v is not None}
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    ambiguous = isinstance(exc, TimeoutError | httpx.TransportError) and not never_sent
+    retryable = False if stage == "poll" or (stage == "submit" and ambiguous) else None
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        return ProviderTimeoutError("Hunyuan did not finish in time", provider=NAME, details=details)
+        return ProviderTimeoutError(
+            "Hunyuan did not finish in time", provider=NAME, details=details, retryable=retryable
+        )
     if isinstance(exc, httpx.TransportError):
-        return ProviderUnavailableError(f"cannot reach Hunyuan ({type(exc).__name__})", provider=NAME,
-                                        details=details)
+        return ProviderUnavailableError(
+            f"cannot reach Hunyuan ({type(exc).__name__})", provider=NAME, details=details, retryable=retryable
+        )
     if isinstance(exc, ValueError | KeyError):  # the SDK lets JSONDecodeError / KeyError escape (§1.8)
-        return ProviderUnavailableError("Hunyuan sent a malformed response", provider=NAME,
-                                        details={**details, "reason": type(exc).__name__})
+        return ProviderUnavailableError(
+            "Hunyuan sent a malformed response",
+            provider=NAME,
+            details={**details, "reason": type(exc).__name__},
+            retryable=retryable,
+        )
     if not isinstance(exc, TencentCloudSDKException):
         return ProviderError(f"Hunyuan failed: {type(exc).__name__}", provider=NAME, details=details)
     code = str(exc.get_code() or "")
@@ -127,7 +148,15 @@ def _map_error(exc: BaseException, secrets: Iterable[str], **context: Any) -> Pr
     details.update(vendor_code=code, request_id=exc.get_request_id() or None)
     details = {k: v for k, v in details.items() if v is not None}
     cls = next((c for prefix, c in _CODE_CLASSES if code.startswith(prefix)), ProviderError)
-    return cls(message, provider=NAME, details=details)
+    return cls(message, provider=NAME, details=details, retryable=retryable)
+
+
+@dataclass(slots=True)
+class _Job:
+    """Where one generation is, so a timeout knows whether a retry could duplicate a running job."""
+
+    job_id: str | None = None
+    stage: Stage = "submit"
 
 
 class _RedactAuthorization(logging.Filter):
@@ -160,12 +189,17 @@ class HunyuanProvider(Provider):
         try:
             cred = credential.Credential(*self._secrets)
         except TencentCloudSDKException as exc:  # its message names the problem, never the value
-            raise ProviderNotConfiguredError("TENCENT_SECRET_ID / TENCENT_SECRET_KEY are not valid credentials",
-                                             details={"provider": NAME}) from exc
+            raise ProviderNotConfiguredError(
+                "TENCENT_SECRET_ID / TENCENT_SECRET_KEY are not valid credentials", details={"provider": NAME}
+            ) from exc
         # An override like http://127.0.0.1:8080 becomes protocol + host:port (the signed Host, §1.2).
         endpoint = urlsplit(settings.tencent_endpoint) if settings.tencent_endpoint else None
-        http = HttpProfile(protocol=endpoint.scheme if endpoint else None, endpoint=endpoint.netloc if endpoint else None,
-                           reqTimeout=settings.hunyuan_timeout, keepAlive=True)
+        http = HttpProfile(
+            protocol=endpoint.scheme if endpoint else None,
+            endpoint=endpoint.netloc if endpoint else None,
+            reqTimeout=settings.hunyuan_timeout,
+            keepAlive=True,
+        )
         self._client: HunyuanClient = hunyuan_client_async.HunyuanClient(
             cred, settings.tencent_region, ClientProfile(httpProfile=http, language="en-US")
         )
@@ -188,20 +222,27 @@ class HunyuanProvider(Provider):
         if request.model not in (None, MODEL):
             raise InvalidArgumentError(f"hunyuan has one model, {MODEL!r}", details={"model": request.model})
         if request.options:
-            raise UnsupportedOptionError(f"hunyuan takes no options, got {sorted(request.options)}",
-                                         details={"provider": NAME})
+            raise UnsupportedOptionError(
+                f"hunyuan takes no options, got {sorted(request.options)}", details={"provider": NAME}
+            )
         if request.style is not None and CATALOG.style(request.style) is None:
             raise UnknownStyleError(f"hunyuan has no style {request.style!r}", details={"provider": NAME})
         if request.resolution != "auto" and request.resolution not in CATALOG.resolutions:
-            raise UnknownResolutionError(f"hunyuan does not offer {request.resolution}",
-                                         details={"provider": NAME, "allowed": list(CATALOG.resolutions)})
+            raise UnknownResolutionError(
+                f"hunyuan does not offer {request.resolution}",
+                details={"provider": NAME, "allowed": list(CATALOG.resolutions)},
+            )
         if not 1 <= request.n <= CATALOG.max_n:
             raise InvalidArgumentError(f"hunyuan makes 1-{CATALOG.max_n} images per job, got {request.n}")
         if request.seed is not None and request.seed <= 0:
             raise InvalidArgumentError(f"hunyuan seeds must be positive, got {request.seed}")
         width, height = (request.width, request.height) if request.width else (1024, 1024)
-        body: dict[str, Any] = {"Prompt": request.prompt, "Resolution": f"{width}:{height}", "Num": request.n,
-                                "LogoAdd": 0}
+        body: dict[str, Any] = {
+            "Prompt": request.prompt,
+            "Resolution": f"{width}:{height}",
+            "Num": request.n,
+            "LogoAdd": 0,
+        }
         if request.style:
             body["Style"] = request.style
         if request.negative_prompt:
@@ -212,14 +253,21 @@ class HunyuanProvider(Provider):
 
     async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
         body = self._submit_body(request)
+        job = _Job()
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._run(body, request, progress)
+                return await self._run(body, request, progress, job)
         except TimeoutError as exc:
-            raise _map_error(exc, self._secrets, timeout_s=self._timeout) from exc
+            raise _map_error(exc, self._secrets, job.stage, job_id=job.job_id, timeout_s=self._timeout) from exc
 
-    async def _call(self, method: Callable[[Any], Awaitable[Any]], request_cls: type, params: dict[str, Any],
-                    **context: Any) -> Any:
+    async def _call(
+        self,
+        method: Callable[[Any], Awaitable[Any]],
+        request_cls: type,
+        params: dict[str, Any],
+        stage: Stage,
+        **context: Any,
+    ) -> Any:
         import httpx
         from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
@@ -228,26 +276,39 @@ class HunyuanProvider(Provider):
         try:
             return await method(req)
         except (TencentCloudSDKException, httpx.HTTPError, ValueError, KeyError) as exc:
-            raise _map_error(exc, self._secrets, **context) from exc
+            raise _map_error(exc, self._secrets, stage, **context) from exc
 
-    async def _run(self, body: dict[str, Any], request: GenerationRequest, progress: ProgressFn | None
-                   ) -> ProviderResult:
+    async def _run(
+        self, body: dict[str, Any], request: GenerationRequest, progress: ProgressFn | None, job: _Job
+    ) -> ProviderResult:
         from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
         m = self._models
-        submitted = await self._call(self._client.SubmitHunyuanImageJob, m.SubmitHunyuanImageJobRequest, body,
-                                     action="SubmitHunyuanImageJob")
+        submitted = await self._call(
+            self._client.SubmitHunyuanImageJob,
+            m.SubmitHunyuanImageJobRequest,
+            body,
+            "submit",
+            action="SubmitHunyuanImageJob",
+        )
         job_id = submitted.JobId
         if not isinstance(job_id, str) or not job_id:
             raise ProviderUnavailableError("Hunyuan accepted the job but returned no JobId", provider=NAME)
+        job.job_id, job.stage = job_id, "poll"
         await report(progress, f"submitted job {job_id}")
         loop = asyncio.get_running_loop()
         started, failures, last = loop.time(), 0, ""
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
-                reply = await self._call(self._client.QueryHunyuanImageJob, m.QueryHunyuanImageJobRequest,
-                                         {"JobId": job_id}, action="QueryHunyuanImageJob", job_id=job_id)
+                reply = await self._call(
+                    self._client.QueryHunyuanImageJob,
+                    m.QueryHunyuanImageJobRequest,
+                    {"JobId": job_id},
+                    "poll",
+                    action="QueryHunyuanImageJob",
+                    job_id=job_id,
+                )
             except ProviderError as exc:
                 failures += 1
                 if exc.transient and failures <= _MAX_POLL_ERRORS:
@@ -255,12 +316,14 @@ class HunyuanProvider(Provider):
                 raise
             failures = 0
             status = str(reply.JobStatusCode)
+            if status in ("4", "5"):
+                job.stage = "done"
             if status == "5":
                 break
             if status == "4":
                 code = reply.JobErrorCode or "FailedOperation.GenerateImageFailed"
                 failed = TencentCloudSDKException(code, reply.JobErrorMsg or "job failed", reply.RequestId)
-                raise _map_error(failed, self._secrets, job_id=job_id, job_error_code=code) from failed
+                raise _map_error(failed, self._secrets, "done", job_id=job_id, job_error_code=code) from failed
             if status == "1" and last != "1":
                 await report(progress, "queued")
             elif status != "1":
@@ -268,21 +331,28 @@ class HunyuanProvider(Provider):
             last = status
         urls = [u for u in (reply.ResultImage or []) if isinstance(u, str) and u]
         if not urls:
-            raise ProviderUnavailableError("Hunyuan finished the job without images", provider=NAME,
-                                           details={"job_id": job_id})
+            raise ProviderUnavailableError(
+                "Hunyuan finished the job without images", provider=NAME, details={"job_id": job_id}
+            )
         revised = list(reply.RevisedPrompt or [])
         await report(progress, "downloading")
         images = await gather_all(
-            lambda url=url, i=i: self._download(url, request.seed, revised[i] if i < len(revised) else None)
-            for i, url in enumerate(urls)
+            self._download(url, request, revised[i] if i < len(revised) else None) for i, url in enumerate(urls)
         )
         warnings = () if len(images) == request.n else (f"hunyuan returned {len(images)} of {request.n} images",)
         return ProviderResult(tuple(images), model=MODEL, warnings=warnings)
 
-    async def _download(self, url: str, seed: int | None, revised: str | None) -> GeneratedImage:
-        return await download_image(self._http.get(), url, provider=NAME, max_bytes=self._max_bytes,
-                                    timeout=self._download_timeout, seed=seed,
-                                    revised_prompt=revised if isinstance(revised, str) and revised else None)
+    async def _download(self, url: str, request: GenerationRequest, revised: object) -> GeneratedImage:
+        return await download_image(
+            self._http.get(),
+            url,
+            provider=NAME,
+            max_bytes=self._max_bytes,
+            timeout=self._download_timeout,
+            want=request.output_format,
+            seed=request.seed,
+            revised_prompt=revised if isinstance(revised, str) and revised else None,
+        )
 
 
 def _is_configured(settings: Settings) -> bool:

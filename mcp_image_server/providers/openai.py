@@ -29,7 +29,15 @@ from ..errors import (
     UnknownStyleError,
     UnsupportedOptionError,
 )
-from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult, StyleInfo
+from ..models import (
+    GeneratedImage,
+    GenerationRequest,
+    ImageFormat,
+    ProgressFn,
+    ProviderCatalog,
+    ProviderResult,
+    StyleInfo,
+)
 from .base import Provider, ProviderSpec
 from .download import decode_image, redact, report, retry_after_seconds
 
@@ -92,18 +100,25 @@ def _map_error(exc: BaseException, secrets: Iterable[str]) -> ProviderError:
     if isinstance(exc, openai.APIConnectionError):
         return ProviderUnavailableError("cannot reach OpenAI", provider=NAME)
     if isinstance(exc, openai.APIResponseValidationError):
-        return ProviderUnavailableError("OpenAI sent a malformed response", provider=NAME,
-                                        details={"status": exc.status_code, "reason": "malformed_response"})
+        return ProviderUnavailableError(
+            "OpenAI sent a malformed response",
+            provider=NAME,
+            details={"status": exc.status_code, "reason": "malformed_response"},
+        )
     if not isinstance(exc, openai.APIStatusError):
-        return ProviderUnavailableError(f"OpenAI sent an unusable response ({type(exc).__name__})", provider=NAME,
-                                        details={"reason": "malformed_response"})
+        return ProviderUnavailableError(
+            f"OpenAI sent an unusable response ({type(exc).__name__})",
+            provider=NAME,
+            details={"reason": "malformed_response"},
+        )
     status, code = exc.status_code, exc.code
     vendor = exc.body.get("message") if isinstance(exc.body, dict) else None
     message = f"OpenAI error {status}" + (f" {code}" if code else "") + f": {redact(str(vendor or ''), secrets)[:300]}"
     details = {k: v for k, v in {"status": status, "vendor_code": code, "request_id": exc.request_id}.items() if v}
     if status == 429 and code != "insufficient_quota":
-        return RateLimitedError(message, provider=NAME, details=details,
-                                retry_after=retry_after_seconds(dict(exc.response.headers)))
+        return RateLimitedError(
+            message, provider=NAME, details=details, retry_after=retry_after_seconds(dict(exc.response.headers))
+        )
     cls: type[ProviderError]
     if status in (401, 403):
         cls = AuthFailedError
@@ -125,8 +140,9 @@ class OpenAIProvider(Provider):
 
     def __init__(self, settings: Settings) -> None:
         if settings.openai_api_key is None:
-            raise ProviderNotConfiguredError("openai needs OPENAI_API_KEY (Settings.openai_api_key)",
-                                             details={"provider": NAME})
+            raise ProviderNotConfiguredError(
+                "openai needs OPENAI_API_KEY (Settings.openai_api_key)", details={"provider": NAME}
+            )
         from openai import AsyncOpenAI
 
         self._secrets = (settings.openai_api_key.get(),)
@@ -143,61 +159,65 @@ class OpenAIProvider(Provider):
     async def aclose(self) -> None:
         await self._client.close()
 
-    def _params(self, request: GenerationRequest) -> tuple[dict[str, Any], list[str]]:
-        """Validate and build ``images.generate`` keyword arguments (no I/O, so errors come early)."""
-        warnings: list[str] = []
-        prompt = request.prompt
-        if request.style is not None:
-            style = CATALOG.style(request.style)
-            if style is None:
-                raise UnknownStyleError(f"openai has no style {request.style!r}", details={"provider": NAME})
-            prompt = f"{prompt}\n\nStyle: {style.prompt_modifier}"
-        if request.negative_prompt:
-            prompt = f"{prompt}\n\nAvoid: {request.negative_prompt}"
-            warnings.append("openai has no negative prompt; it was folded into the prompt")
-        if request.seed is not None:
-            warnings.append("openai does not support seeds; the seed was ignored")
+    def _params(self, request: GenerationRequest) -> dict[str, Any]:
+        """Validate and build ``images.generate`` keyword arguments (no I/O, so errors come early).
+
+        The style's prompt modifier is already in ``request.prompt`` (the service adds it); the
+        catalog says there is no seed or negative prompt, so the service never sends them.
+        """
+        if request.style is not None and CATALOG.style(request.style) is None:
+            raise UnknownStyleError(f"openai has no style {request.style!r}", details={"provider": NAME})
         if request.resolution not in CATALOG.resolutions:
-            raise UnknownResolutionError(f"openai does not offer {request.resolution}",
-                                         details={"provider": NAME, "allowed": list(CATALOG.resolutions)})
+            raise UnknownResolutionError(
+                f"openai does not offer {request.resolution}",
+                details={"provider": NAME, "allowed": list(CATALOG.resolutions)},
+            )
         if not 1 <= request.n <= CATALOG.max_n:
             raise InvalidArgumentError(f"openai makes 1-{CATALOG.max_n} images per call, got {request.n}")
         params: dict[str, Any] = {
             "model": request.model or self._model,
-            "prompt": prompt,
+            "prompt": request.prompt,
             "n": request.n,
             "size": request.resolution,
             "output_format": request.output_format,
         }
         for key, value in request.options.items():
             if key not in CATALOG.options:
-                raise UnsupportedOptionError(f"openai has no option {key!r}; it takes {', '.join(CATALOG.options)}",
-                                             details={"provider": NAME, "option": key})
+                raise UnsupportedOptionError(
+                    f"openai has no option {key!r}; it takes {', '.join(CATALOG.options)}",
+                    details={"provider": NAME, "option": key},
+                )
             allowed = _OPTION_VALUES.get(key)
             if allowed is not None and value not in allowed:
-                raise InvalidArgumentError(f"openai option {key} must be one of {', '.join(allowed)}",
-                                           details={"provider": NAME, "option": key})
+                raise InvalidArgumentError(
+                    f"openai option {key} must be one of {', '.join(allowed)}",
+                    details={"provider": NAME, "option": key},
+                )
             if key == "output_compression" and (type(value) is not int or not 0 <= value <= 100):
-                raise InvalidArgumentError("openai option output_compression must be an integer 0-100",
-                                           details={"provider": NAME, "option": key})
+                raise InvalidArgumentError(
+                    "openai option output_compression must be an integer 0-100",
+                    details={"provider": NAME, "option": key},
+                )
             params[key] = value
         if params.get("background") == "transparent" and request.output_format == "jpeg":
-            raise InvalidArgumentError("a transparent background needs png or webp output",
-                                       details={"provider": NAME, "option": "background"})
-        return params, warnings
+            raise InvalidArgumentError(
+                "a transparent background needs png or webp output", details={"provider": NAME, "option": "background"}
+            )
+        return params
 
     async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
-        params, warnings = self._params(request)
+        params = self._params(request)
         try:
             async with asyncio.timeout(self._timeout):
-                images = await self._run(params, progress)
+                images = await self._run(params, request.output_format, progress)
         except TimeoutError as exc:
             raise _map_error(exc, self._secrets) from exc
-        if len(images) != request.n:
-            warnings.append(f"openai returned {len(images)} of {request.n} images")
-        return ProviderResult(tuple(images), model=params["model"], warnings=tuple(warnings))
+        warnings = () if len(images) == request.n else (f"openai returned {len(images)} of {request.n} images",)
+        return ProviderResult(tuple(images), model=params["model"], warnings=warnings)
 
-    async def _run(self, params: dict[str, Any], progress: ProgressFn | None) -> list[GeneratedImage]:
+    async def _run(
+        self, params: dict[str, Any], want: ImageFormat, progress: ProgressFn | None
+    ) -> list[GeneratedImage]:
         import openai
 
         await report(progress, f"requested {params['n']} image(s) from {params['model']}")
@@ -212,15 +232,20 @@ class OpenAIProvider(Provider):
         images = []
         for item in items:
             data = self._decode_b64(item.b64_json)
-            images.append(await decode_image(data, provider=NAME, revised_prompt=item.revised_prompt or None))
+            images.append(
+                await decode_image(data, provider=NAME, want=want, revised_prompt=item.revised_prompt or None)
+            )
         return images
 
     def _decode_b64(self, b64: str | None) -> bytes:
         if not b64:
             raise BadImageDataError("openai returned an item without b64_json", provider=NAME)
         if len(b64) * 3 // 4 > self._max_bytes:
-            raise BadImageDataError(f"openai image is larger than the {self._max_bytes} byte limit", provider=NAME,
-                                    details={"limit_bytes": self._max_bytes})
+            raise BadImageDataError(
+                f"openai image is larger than the {self._max_bytes} byte limit",
+                provider=NAME,
+                details={"limit_bytes": self._max_bytes},
+            )
         try:
             return base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError) as exc:

@@ -1,0 +1,368 @@
+"""Doubao Seedream on Volcengine Ark through ``AsyncArk`` (PROVIDERS.md §2).
+
+One synchronous call per image (``n`` images = ``n`` concurrent calls, each with group mode
+off), so the count is exact and seeds can differ per image. Results come back as ``b64_json``:
+no second download and no 24-hour URL to race. When the configured model is missing or closed
+the fallback model (if set) is tried once, with a warning in the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ..config import Settings
+from ..errors import (
+    AuthFailedError,
+    BadImageDataError,
+    ContentRejectedError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderInvalidArgumentError,
+    ProviderNotConfiguredError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    UnknownResolutionError,
+    UnknownStyleError,
+    UnsupportedOptionError,
+)
+from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult, StyleInfo
+from .base import Provider, ProviderSpec
+from .download import decode_image, gather_all, redact, report, retry_after_seconds
+
+if TYPE_CHECKING:
+    from volcenginesdkarkruntime import AsyncArk
+
+__all__ = ["CATALOG", "SPEC", "DoubaoProvider", "size_problem"]
+
+logger = logging.getLogger(__name__)
+
+NAME: Final = "doubao"
+DEFAULT_BASE_URL: Final = "https://ark.cn-beijing.volces.com/api/v3"
+
+STYLES: Final = (
+    StyleInfo("general", "General", "high quality, detailed, balanced composition"),
+    StyleInfo("anime", "Anime", "anime illustration, cel shading, vibrant colours"),
+    StyleInfo("chinese_painting", "Chinese painting (国画)", "traditional Chinese ink painting, xuan paper, brushwork"),
+    StyleInfo("cyberpunk", "Cyberpunk", "cyberpunk, neon lights, rainy futuristic city, high contrast"),
+    StyleInfo("realistic", "Photorealistic", "photorealistic photograph, natural light, sharp detail"),
+    StyleInfo("oil_painting", "Oil painting", "oil painting, thick impasto brush strokes, canvas texture"),
+    StyleInfo("watercolor", "Watercolour", "watercolour painting, soft translucent washes"),
+    StyleInfo("sketch", "Sketch", "pencil sketch, cross-hatching, monochrome"),
+    StyleInfo("3d", "3D render", "3D render, soft global illumination, clay-like materials"),
+    StyleInfo("fantasy", "Fantasy", "epic fantasy art, magical atmosphere, dramatic lighting"),
+    StyleInfo("pixel_art", "Pixel art", "pixel art, retro 16-bit palette"),
+    StyleInfo("minimalist", "Minimalist", "minimalist, flat colours, clean shapes, negative space"),
+)
+
+CATALOG: Final = ProviderCatalog(
+    name=NAME,
+    display_name="Doubao Seedream (Volcengine Ark)",
+    description="ByteDance Seedream text-to-image on Volcengine Ark; large (2K-4K) images, good with Chinese.",
+    models=(
+        "doubao-seedream-4-0-250828",
+        "doubao-seedream-4-5-251128",
+        "doubao-seedream-5-0-260128",
+        "doubao-seedream-5-0-lite-260128",
+        "doubao-seedream-3-0-t2i-250415",
+    ),
+    styles=STYLES,
+    resolutions=(
+        "2048x2048",
+        "2304x1728",
+        "1728x2304",
+        "2560x1440",
+        "1440x2560",
+        "2496x1664",
+        "1664x2496",
+        "3024x1296",
+        "1024x1024",
+        "auto",
+    ),
+    default_resolution="2048x2048",
+    formats=("png", "jpeg", "webp"),
+    max_n=4,
+    max_prompt_chars=4000,
+    size_range=(512, 4096),
+    supports_negative_prompt=False,
+    options=("guidance_scale",),
+    notes=(
+        "Styles are prompt modifiers. Sizes are checked per model: Seedream 4.0 takes 1K/2K/4K or WxH with "
+        "921600-16777216 pixels, 4.5 and 5.0 need at least 3686400 pixels, 3.0 takes sides 512-2048; auto lets "
+        "the model pick (2K). Seeds and guidance_scale (1-10) apply to Seedream 3.0 only. n images are n calls. "
+        "Seedream answers JPEG; other formats are converted locally."
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """What one Seedream generation accepts (PROVIDERS.md §2.3)."""
+
+    marker: str
+    named_sizes: tuple[str, ...]
+    min_pixels: int
+    max_pixels: int
+    side_range: tuple[int, int] | None
+    auto_size: str
+    seed_and_guidance: bool
+    group_mode: bool
+    native_formats: tuple[str, ...]
+
+
+_FAMILIES: Final = (
+    _Family("seedream-3-0", (), 0, 1 << 62, (512, 2048), "1024x1024", True, False, ()),
+    _Family("seedream-4-0", ("1K", "2K", "4K"), 921_600, 16_777_216, None, "2K", False, True, ()),
+    _Family("seedream-4-5", ("2K", "4K"), 3_686_400, 16_777_216, None, "2K", False, True, ()),
+    _Family("seedream-5-0", ("2K", "3K"), 3_686_400, 16_777_216, None, "2K", False, True, ("png", "jpeg")),
+)
+_SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
+_MODEL_GONE: Final = frozenset(
+    {"InvalidEndpointOrModel.NotFound", "ModelNotOpen", "InvalidEndpoint.ClosedEndpoint", "InvalidEndpoint.NotFound"}
+)
+_NOT_RETRYABLE_429: Final = frozenset({"QuotaExceeded", "SetLimitExceeded", "AccountOverdueError"})
+
+
+def _family(model: str) -> _Family | None:
+    """``None`` for custom endpoints (``ep-...``) and unknown ids: nothing is checked locally."""
+    return next((f for f in _FAMILIES if f.marker in model), None)
+
+
+def size_problem(model: str, size: str) -> str | None:
+    """Why ``size`` (``WxH`` or ``1K``/``2K``...) does not suit ``model``, or ``None``."""
+    fam = _family(model)
+    if fam is None or size in fam.named_sizes:
+        return None
+    m = _SIZE.match(size)
+    if m is None:
+        return f"{model} takes {', '.join(fam.named_sizes) or 'WxH'} sizes, not {size!r}"
+    w, h = int(m[1]), int(m[2])
+    if fam.side_range and not all(fam.side_range[0] <= v <= fam.side_range[1] for v in (w, h)):
+        return f"{model} needs both sides within {fam.side_range[0]}..{fam.side_range[1]}"
+    if not fam.min_pixels <= w * h <= fam.max_pixels or not 1 / 16 <= w / h <= 16:
+        return f"{model} needs {fam.min_pixels}..{fam.max_pixels} pixels and an aspect ratio within 1:16..16:1"
+    return None
+
+
+def _map_error(exc: BaseException, secrets: Iterable[str]) -> ProviderError:
+    """The one place Ark SDK, item-level and timeout failures become ``errors.py`` classes."""
+    from volcenginesdkarkruntime._exceptions import (
+        ArkAPIConnectionError,
+        ArkAPIError,
+        ArkAPIResponseValidationError,
+        ArkAPIStatusError,
+        ArkAPITimeoutError,
+    )
+
+    if isinstance(exc, TimeoutError | ArkAPITimeoutError):
+        return ProviderTimeoutError("Doubao did not answer in time", provider=NAME)
+    if isinstance(exc, ArkAPIConnectionError):
+        return ProviderUnavailableError("cannot reach Doubao (Ark)", provider=NAME)
+    if isinstance(exc, ArkAPIResponseValidationError) or not isinstance(exc, ArkAPIError):
+        return ProviderUnavailableError(
+            "Doubao sent a malformed response", provider=NAME, details={"reason": type(exc).__name__}
+        )
+    status = exc.status_code if isinstance(exc, ArkAPIStatusError) else None
+    code = exc.code or ""
+    vendor = exc.body.get("message") if isinstance(exc.body, dict) else exc.message
+    message = f"Doubao error {status or ''} {code}: {redact(str(vendor or ''), secrets)[:300]}".replace("  ", " ")
+    details = {k: v for k, v in {"status": status, "vendor_code": code or None}.items() if v is not None}
+    if status == 429 and code not in _NOT_RETRYABLE_429:
+        headers = dict(exc.response.headers) if isinstance(exc, ArkAPIStatusError) else None
+        return RateLimitedError(message, provider=NAME, details=details, retry_after=retry_after_seconds(headers))
+    cls: type[ProviderError]
+    if status in (401, 403):
+        cls = AuthFailedError
+    elif code in _MODEL_GONE or status == 404:
+        cls = ModelNotFoundError
+    elif "SensitiveContentDetected" in code:
+        cls = ContentRejectedError
+    elif code == "ServerOverloaded" or status in (408, 409) or (status or 0) >= 500:
+        cls = ProviderUnavailableError
+    elif status in (400, 422):
+        cls = ProviderInvalidArgumentError
+    else:
+        cls = ProviderError
+    return cls(message, provider=NAME, details=details)
+
+
+def _field(obj: Any, name: str) -> Any:
+    """Ark's models keep unknown keys as plain dicts (item ``error``), so read either shape."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+class DoubaoProvider(Provider):
+    catalog = CATALOG
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.doubao_api_key is None:
+            raise ProviderNotConfiguredError(
+                "doubao needs DOUBAO_API_KEY (Settings.doubao_api_key)", details={"provider": NAME}
+            )
+        from volcenginesdkarkruntime import AsyncArk
+
+        self._secrets = (settings.doubao_api_key.get(),)
+        self._client: AsyncArk = AsyncArk(
+            base_url=settings.doubao_endpoint or DEFAULT_BASE_URL,
+            api_key=settings.doubao_api_key.get(),
+            max_retries=0,
+            timeout=settings.doubao_timeout,
+        )
+        self._model = settings.doubao_model
+        self._fallback = settings.doubao_fallback_model
+        self._timeout = settings.doubao_timeout
+        self._max_bytes = settings.download_max_bytes
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _calls(self, request: GenerationRequest, model: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """Keyword arguments for each of the ``n`` calls, plus warnings (no I/O, so errors come early)."""
+        if request.style is not None and CATALOG.style(request.style) is None:
+            raise UnknownStyleError(f"doubao has no style {request.style!r}", details={"provider": NAME})
+        unknown = sorted(set(request.options) - set(CATALOG.options))
+        if unknown:
+            raise UnsupportedOptionError(
+                f"doubao has no option(s) {', '.join(unknown)}", details={"provider": NAME, "options": unknown}
+            )
+        if not 1 <= request.n <= CATALOG.max_n:
+            raise InvalidArgumentError(f"doubao makes 1-{CATALOG.max_n} images per request, got {request.n}")
+        fam = _family(model)
+        size = request.resolution if request.width else (fam.auto_size if fam else "2048x2048")
+        if (why := size_problem(model, size)) is not None:
+            raise UnknownResolutionError(why, details={"provider": NAME, "model": model, "resolution": size})
+        warnings: list[str] = []
+        base: dict[str, Any] = {
+            "model": model,
+            "prompt": request.prompt,
+            "size": size,
+            "response_format": "b64_json",
+            "watermark": False,
+        }
+        if fam is not None and fam.group_mode:
+            base["sequential_image_generation"] = "disabled"  # one image per call, so n is exact
+        if fam is not None and request.output_format in fam.native_formats:
+            base["output_format"] = request.output_format
+        scale = request.options.get("guidance_scale")
+        if scale is not None and (not isinstance(scale, int | float) or not 1 <= scale <= 10):
+            raise InvalidArgumentError(
+                "doubao option guidance_scale must be a number 1-10",
+                details={"provider": NAME, "option": "guidance_scale"},
+            )
+        takes = fam is not None and fam.seed_and_guidance
+        if not takes and (request.seed is not None or scale is not None):
+            warnings.append(f"{model} ignores seed and guidance_scale; they were not sent")
+        elif scale is not None:
+            base["guidance_scale"] = float(scale)
+        calls = []
+        for i in range(request.n):
+            call = dict(base)
+            if takes and request.seed is not None:
+                call["seed"] = (request.seed + i) % 2_147_483_648  # distinct images, reproducible
+            calls.append(call)
+        return calls, warnings
+
+    async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
+        model = request.model or self._model
+        calls, warnings = self._calls(request, model)
+        try:
+            async with asyncio.timeout(self._timeout):
+                try:
+                    images, more = await self._batch(calls, request, progress)
+                except ModelNotFoundError as exc:
+                    fallback = self._fallback
+                    if not fallback or fallback == model or model != self._model:
+                        raise
+                    try:
+                        calls, warnings = self._calls(request, fallback)  # its size rules may differ
+                    except InvalidArgumentError as why:
+                        exc.details.update(fallback_model=fallback, fallback_skipped=why.message)
+                        raise exc from exc.__cause__
+                    note = f"doubao model {model} is unavailable ({exc.details.get('vendor_code')}); used {fallback}"
+                    logger.warning("%s", note)
+                    await report(progress, f"falling back to {fallback}")
+                    images, more = await self._batch(calls, request, progress)
+                    warnings.insert(0, note)
+                    model = fallback
+        except TimeoutError as exc:
+            raise _map_error(exc, self._secrets) from exc
+        return ProviderResult(tuple(images), model=model, warnings=tuple(warnings + more))
+
+    async def _batch(
+        self, calls: list[dict[str, Any]], request: GenerationRequest, progress: ProgressFn | None
+    ) -> tuple[list[GeneratedImage], list[str]]:
+        await report(progress, f"requested {len(calls)} image(s) from {calls[0]['model']}")
+        results = await gather_all(self._one(call, request) for call in calls)
+        images = [img for found, _ in results for img in found]
+        rejected = [err for _, err in results if err is not None]
+        if not images:
+            raise rejected[0]
+        more = [f"doubao withheld {len(rejected)} of {len(calls)} images: {rejected[0].message}"] if rejected else []
+        return images, more
+
+    async def _one(
+        self, call: dict[str, Any], request: GenerationRequest
+    ) -> tuple[list[GeneratedImage], ProviderError | None]:
+        """One Ark call; an item-level error (output moderation) is returned, not raised."""
+        from volcenginesdkarkruntime._exceptions import ArkAPIError, ArkError
+
+        try:
+            response = await self._client.images.generate(**call)
+        except (ArkError, ValueError) as exc:
+            raise _map_error(exc, self._secrets) from exc
+        items = _field(response, "data")
+        if not isinstance(items, list):  # a non-JSON 200 comes back as a plain str (§2.4)
+            bad = TypeError(f"images.generate returned {type(response).__name__}")
+            raise _map_error(bad, self._secrets) from bad
+        images: list[GeneratedImage] = []
+        failure: ProviderError | None = None
+        for item in items:
+            if (err := _field(item, "error")) is not None:
+                vendor = ArkAPIError(
+                    str(_field(err, "message") or ""),
+                    None,
+                    body={"code": _field(err, "code"), "message": _field(err, "message")},
+                )
+                failure = _map_error(vendor, self._secrets)
+                failure.__cause__ = vendor  # what ``raise ... from vendor`` would record
+                continue
+            data = self._b64(_field(item, "b64_json"))
+            images.append(await decode_image(data, provider=NAME, want=request.output_format, seed=call.get("seed")))
+        if not images and failure is None:
+            raise BadImageDataError("doubao returned no images", provider=NAME)
+        return images, failure
+
+    def _b64(self, b64: object) -> bytes:
+        if not isinstance(b64, str) or not b64:
+            raise BadImageDataError("doubao returned an item without b64_json", provider=NAME)
+        if len(b64) * 3 // 4 > self._max_bytes:
+            raise BadImageDataError(
+                f"doubao image is larger than the {self._max_bytes} byte limit",
+                provider=NAME,
+                details={"limit_bytes": self._max_bytes},
+            )
+        try:
+            return base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadImageDataError("doubao returned invalid base64", provider=NAME) from exc
+
+
+def _is_configured(settings: Settings) -> bool:
+    return settings.doubao_api_key is not None
+
+
+SPEC: Final = ProviderSpec(
+    catalog=CATALOG,
+    is_configured=_is_configured,
+    factory=DoubaoProvider,
+    order=30,
+    credentials_hint="DOUBAO_API_KEY (Volcengine Ark API key)",
+)
