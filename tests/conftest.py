@@ -45,8 +45,12 @@ def server_env(save_dir: Path, extra: Mapping[str, str] | None = None) -> dict[s
 
 @pytest.fixture
 def stdio_client(tmp_path: Path) -> Callable[..., Any]:
-    """``async with stdio_client(env=..., cwd=...) as client`` spawns ``python -m mcp_image_server``."""
+    """``async with stdio_client(env=..., cwd=..., errlog=file) as client`` spawns ``python -m mcp_image_server``.
+
+    ``errlog`` (a real file) receives the server's stderr, i.e. its log.
+    """
     from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client as stdio_transport
 
     @asynccontextmanager
     async def connect(
@@ -58,8 +62,8 @@ def stdio_client(tmp_path: Path) -> Callable[..., Any]:
             env=server_env(tmp_path / "images", env),
             cwd=str(cwd or tmp_path),
         )
-        kwargs: dict[str, Any] = {"mode": mode}
-        async with Client(params, **kwargs) as client:
+        server: Any = params if errlog is None else stdio_transport(params, errlog=errlog)
+        async with Client(server, mode=mode) as client:
             yield client
 
     return connect
