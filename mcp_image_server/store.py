@@ -5,9 +5,9 @@ Layout of the save directory::
     [prefix-]<32 hex id>.<png|jpg|webp>   the image, written to a temp file then renamed
     .records/<id>.json                    the record sidecar, written the same way after the image
 
-A sidecar is only ever written after its image is in place, so a crash can leave an
-image without a record (still served by ``/images``) but never a record without its
-image. Temp files left by a crash are removed when the store opens.
+A sidecar is only ever written after its image is in place, and a result is only
+reported after both, so a crash can leave temp files or an unreported image without a
+record, never a record without its image; ``open`` removes both kinds of leftover.
 """
 
 from __future__ import annotations
@@ -115,12 +115,22 @@ class ImageStore:
                 f"MCP_IMAGE_SAVE_DIR={self.save_dir} is not a writable directory: {exc.strerror or exc}",
                 details={"path": str(self.save_dir)},
             ) from exc
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what a crash can leave: temp files, and images whose record was never written.
+
+        Such an image was never reported to anyone (results are sent after both writes), so
+        deleting it loses nothing and keeps the directory consistent.
+        """
         for directory in (self.save_dir, self._records_dir):
             for leftover in directory.glob(f"{_TMP_PREFIX}*"):
-                try:
-                    leftover.unlink()
-                except OSError:
-                    pass
+                leftover.unlink(missing_ok=True)
+        for entry in os.scandir(self.save_dir):
+            m = FILE_NAME_RE.match(entry.name)
+            if m and entry.is_file(follow_symlinks=False) and not (self._records_dir / f"{m['id']}.json").exists():
+                logger.warning("removing %s: written before a crash, never reported", entry.name)
+                os.unlink(entry.path)
 
     def save(
         self,
@@ -163,7 +173,13 @@ class ImageStore:
             expires_at=now + ttl,
         )
         try:
-            _atomic_write(self.save_dir, file_name, image.data)
+            try:
+                _atomic_write(self.save_dir, file_name, image.data)
+            except FileNotFoundError:
+                # Someone removed the save directory while we run: recreate it rather than fail forever.
+                logger.warning("save directory %s vanished; recreating it", self.save_dir)
+                self._records_dir.mkdir(parents=True, exist_ok=True)
+                _atomic_write(self.save_dir, file_name, image.data)
             try:
                 _atomic_write(self._records_dir, f"{image_id}.json", json.dumps(record.to_json()).encode())
             except OSError:

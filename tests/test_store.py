@@ -164,3 +164,24 @@ def test_failed_save_leaves_no_partial_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
     assert [p.name for p in store.save_dir.iterdir()] == [".records"]
+
+
+def test_open_removes_images_whose_record_was_never_written(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    kept = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
+    orphan = store.save_dir / ("c" * 32 + ".png")
+    orphan.write_bytes(PNG)
+    stranger = store.save_dir / "notes.txt"
+    stranger.write_text("mine")
+    reopened = _store(tmp_path)
+    assert not orphan.exists() and stranger.exists()
+    assert reopened.read_bytes(reopened.get(kept.image_id)) == PNG
+
+
+def test_a_removed_save_dir_is_recreated_on_the_next_save(tmp_path: Path) -> None:
+    import shutil
+
+    store = _store(tmp_path)
+    shutil.rmtree(store.save_dir)
+    rec = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
+    assert store.get(rec.image_id) == rec and store.path_of(rec).exists()
