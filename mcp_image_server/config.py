@@ -211,6 +211,8 @@ FIELDS: Final[tuple[Field, ...]] = (
     # generation jobs
     Field("MCP_GENERATION_WAIT_SECONDS", "generation_wait_seconds", _float_range(0, 3600), "45",
           "Default seconds a generate_image/get_generation call waits before handing back a job_id."),
+    Field("MCP_PROGRESS_INTERVAL", "progress_interval", _float_range(0.05, 60), "5",
+          "Most seconds between progress notifications while a call waits."),
     Field("MCP_JOB_TTL", "job_ttl", _float_range(1, 30 * 86400), "3600",
           "Seconds a finished generation job stays queryable.", True),
     Field("MCP_MAX_JOBS", "max_jobs", _int_range(1, 10_000), "32", "Generation jobs running at once.", True),
@@ -286,6 +288,7 @@ class Settings:
     modelscope_base_url: str | None = None
     modelscope_model: str = "Qwen/Qwen-Image"
     generation_wait_seconds: float = 45.0
+    progress_interval: float = 5.0
     job_ttl: float = 3600.0
     max_jobs: int = 32
     max_queued_jobs: int = 1000

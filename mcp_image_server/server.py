@@ -300,7 +300,7 @@ async def wait_for_job(
 
     timeout = service.settings.generation_wait_seconds if wait_seconds is None else wait_seconds
     try:
-        await service.jobs.wait(job, timeout, report)
+        await service.jobs.wait(job, timeout, report, heartbeat=service.settings.progress_interval)
     except anyio.get_cancelled_exc_class():
         if cancel_on_abandon and not job.handed_back and job.task is not None:
             job.task.cancel()
@@ -315,6 +315,9 @@ def _jobs_result(service: ImageService, jobs: list[Job], text: str) -> CallToolR
 
 def build_mcp_server(service: ImageService) -> ImageMCPServer:
     """The SDK server with every tool, resource and prompt bound to ``service``."""
+    from .tasks import TasksExtension  # here, not at the top: tasks.py builds on this module
+
+    tasks = TasksExtension(service)
     mcp = ImageMCPServer(
         service,
         name="mcp-image-server",
@@ -322,6 +325,8 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level=service.settings.log_level,  # type: ignore[arg-type]
+        extensions=[tasks],
+        middleware=[tasks.middleware],  # 2025-11-25 tasks: shapes the SDK builds itself (see tasks.py)
     )
 
     @mcp.tool(

@@ -52,7 +52,7 @@ class Emulators:
 
 
 @asynccontextmanager
-async def running(stdio_client: Any, tmp_path: Path, env: dict[str, str] | None = None,
+async def running(stdio_client: Any, tmp_path: Path, env: dict[str, str] | None = None, mode: str = "auto",
                   **overrides: Any) -> AsyncIterator[tuple[Any, Emulators, Path]]:
     emus = Emulators(**overrides)
     log = tmp_path / "server.log"
@@ -60,7 +60,7 @@ async def running(stdio_client: Any, tmp_path: Path, env: dict[str, str] | None 
         for name in PROVIDERS:
             await stack.enter_async_context(emus[name])
         errlog = stack.enter_context(log.open("w"))
-        client = await stack.enter_async_context(stdio_client(env=emus.env() | (env or {}), errlog=errlog))
+        client = await stack.enter_async_context(stdio_client(env=emus.env() | (env or {}), errlog=errlog, mode=mode))
         try:
             yield client, emus, log
         finally:
