@@ -46,10 +46,24 @@ def _setup_logging(level: str) -> None:
     root.setLevel(level)
 
 
+IO_THREADS = 32
+"""Worker threads for blocking work (file writes with fsync, image checks, renders); the
+default pool (cores + 4) makes a burst of finished generations queue behind each other."""
+
+
+def configure_event_loop() -> None:
+    """Give the running loop a default executor sized for I/O-bound bursts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mcp-io")
+    asyncio.get_running_loop().set_default_executor(pool)
+
+
 async def _serve(settings: Settings, overrides: dict[str, str], command: str) -> None:
     from .server import build_mcp_server
     from .service import ImageService
 
+    configure_event_loop()
     service = ImageService(settings, overrides=overrides)
     await service.start()
     mcp = build_mcp_server(service)

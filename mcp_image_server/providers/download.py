@@ -96,8 +96,24 @@ async def report(progress: ProgressFn | None, status: str) -> None:
         await progress(status)
 
 
+def _complete(fmt: str | None, data: bytes, img: Any) -> bool:
+    """Cheap completeness checks that avoid decoding every pixel (the hot path of a busy server).
+
+    PNG: every chunk's CRC and the IEND chunk (``verify``). JPEG: the end-of-image marker.
+    WebP: the RIFF length matches the bytes. Anything else is fully decoded by the caller.
+    """
+    if fmt == "PNG":
+        img.verify()
+        return True
+    if fmt == "JPEG":
+        return data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if fmt == "WEBP":
+        return int.from_bytes(data[4:8], "little") + 8 == len(data)
+    return False
+
+
 def _inspect(data: bytes, want: str | None) -> tuple[bytes, str, int, int]:
-    """Decode fully (a truncated file only fails on load); re-encode when ``want`` differs.
+    """Check the bytes are a whole image; re-encode (decoding fully) only when ``want`` differs.
 
     Returns the (possibly converted) bytes, MIME type, width and height.
     """
@@ -108,8 +124,12 @@ def _inspect(data: bytes, want: str | None) -> tuple[bytes, str, int, int]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format, img.size
-                img.load()
-                if want is not None and fmt in PIL_MIME and fmt != want.upper():
+                convert = want is not None and fmt in PIL_MIME and fmt != want.upper()
+                if not convert and fmt in PIL_MIME and not _complete(fmt, data, img):
+                    raise ValueError("truncated")
+            if convert and want is not None:
+                with Image.open(io.BytesIO(data)) as img:
+                    img.load()  # a full decode: truncation fails here
                     data, fmt = _convert(img, want), want.upper()
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"not a readable image ({type(exc).__name__})") from exc

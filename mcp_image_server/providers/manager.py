@@ -77,6 +77,7 @@ class ProviderManager:
         )
         self.default_name = self._pick_default()
         self._instances: dict[str, Provider] = {}
+        self._creating: dict[str, asyncio.Lock] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -283,11 +284,20 @@ class ProviderManager:
 
     # --- running ----------------------------------------------------------------------------
 
-    def provider(self, name: str) -> Provider:
-        """The live instance of ``name``, created on first use (this is where a vendor SDK is imported)."""
+    async def provider(self, name: str) -> Provider:
+        """The live instance of ``name``, created on first use.
+
+        Creating it imports the vendor SDK (half a second for ``openai``), so that runs in a
+        worker thread, once, while other requests keep being served.
+        """
         inst = self._instances.get(name)
         if inst is None:
-            inst = self._instances[name] = self._spec(name).factory(self.settings)
+            lock = self._creating.setdefault(name, asyncio.Lock())
+            async with lock:
+                inst = self._instances.get(name)
+                if inst is None:
+                    inst = await asyncio.to_thread(self._spec(name).factory, self.settings)
+                    self._instances[name] = inst
         return inst
 
     def _limit(self, name: str) -> asyncio.Semaphore:
@@ -330,7 +340,7 @@ class ProviderManager:
     async def _with_retries(self, name: str, request: GenerationRequest, progress: ProgressFn | None) -> ProviderResult:
         attempts = self.settings.provider_max_attempts
         budget_end = time.monotonic() + self.settings.provider_retry_budget
-        provider = self.provider(name)
+        provider = await self.provider(name)
         for attempt in range(1, attempts + 1):
             try:
                 return await provider.generate(request, progress)

@@ -9,6 +9,7 @@ every vendor: ``fail_next``/``fail_always``/``clear_faults``, ``release`` for ha
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 from collections.abc import Mapping
@@ -38,8 +39,13 @@ _PIL_FORMATS: Final = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _MIME: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
+@functools.lru_cache(maxsize=256)
 def render_image(width: int, height: int, fmt: str = "png", *, seed: int = 0) -> bytes:
-    """Encode a real ``width`` x ``height`` image so adapters can check format and size."""
+    """Encode a real ``width`` x ``height`` image so adapters can check format and size.
+
+    Cached: the emulator shares the test's event loop, and load tests ask for the same few
+    images many times; re-encoding each would measure the emulator, not the server.
+    """
     colour = (seed * 97 % 256, seed * 57 % 256, 160)
     img = Image.new("RGB", (width, height), colour)
     ImageDraw.Draw(img).rectangle((width // 4, height // 4, width // 2, height // 2), fill=(250, 250, 250))
@@ -233,7 +239,7 @@ class Emulator:
 
     def render(self, width: int, height: int, *, seed: int = 0, fmt: str | None = None) -> tuple[bytes, str]:
         fmt = fmt or self.image_format
-        return render_image(width, height, fmt, seed=seed), _MIME[fmt]
+        return render_image(width, height, fmt, seed=seed % 8), _MIME[fmt]
 
     def result_bytes(self, data: bytes) -> bytes:
         """Bytes to inline as base64, spoiled when a ``result`` fault is queued."""
