@@ -66,7 +66,7 @@ async def main() -> None:
             "mcp-image-server": [sys.executable, "-m", "mcp_image_server"],
         }
         times: dict[str, list[float]] = {name: [] for name in subjects}
-        for name, argv in subjects.items():  # warm the OS file cache once each
+        for argv in subjects.values():  # warm the OS file cache once each
             await spawn_to_initialize(argv, env)
         for _ in range(args.runs):  # interleave so drift hits both alike
             for name, argv in subjects.items():

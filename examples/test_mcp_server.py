@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
 from urllib.parse import urlsplit
 
 import httpx2

@@ -152,11 +152,11 @@ class ImageRecord:
     """Wall-clock seconds after which ``get_image_data`` reports ``image_expired``."""
 
     def to_json(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
+        return {f: getattr(self, f) for f in self.__slots__}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImageRecord:
-        return cls(**{f: data[f] for f in cls.__slots__})  # type: ignore[attr-defined]
+        return cls(**{f: data[f] for f in cls.__slots__})
 
 
 @dataclass(frozen=True, slots=True)

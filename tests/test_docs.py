@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 
-from mcp_image_server.config import FIELDS, Field
+from mcp_image_server.config import FIELDS, Field, load_settings
 from mcp_image_server.errors import all_error_codes
 from mcp_image_server.server import build_mcp_server
 from mcp_image_server.service import ImageService
-from mcp_image_server.config import load_settings
 
 from .conftest import REPO
 

@@ -249,5 +249,5 @@ async def gather_all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(coro) for coro in coros]
     except BaseExceptionGroup as group_exc:
-        raise group_exc.exceptions[0]  # keeps the error's own __cause__ chain
+        raise group_exc.exceptions[0]  # noqa: B904 - keeps the error's own __cause__ chain
     return [t.result() for t in tasks]

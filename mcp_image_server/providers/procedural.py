@@ -148,7 +148,7 @@ def _geometric(img: Image.Image, pal: list[RGB], rng: random.Random) -> None:
 
 def _neon(img: Image.Image, pal: list[RGB], rng: random.Random) -> Image.Image:
     w, h = img.size
-    dark = Image.new("RGB", img.size, tuple(c // 8 for c in pal[5]))  # type: ignore[arg-type]
+    dark = Image.new("RGB", img.size, tuple(c // 8 for c in pal[5]))
     lines = Image.new("RGB", img.size, (0, 0, 0))
     draw = ImageDraw.Draw(lines)
     width = max(2, min(w, h) // 120)
