@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import anyio
-
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
@@ -324,7 +323,7 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         title="MCP Image Server",
         version=__version__,
         instructions=INSTRUCTIONS,
-        log_level=service.settings.log_level,  # type: ignore[arg-type]
+        log_level=service.settings.log_level,
         extensions=[tasks],
         middleware=[tasks.middleware],  # 2025-11-25 tasks: shapes the SDK builds itself (see tasks.py)
     )

@@ -67,3 +67,57 @@ def stdio_client(tmp_path: Path) -> Callable[..., Any]:
             yield client
 
     return connect
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Callable[..., Any]:
+    """``async with http_server(env=..., token=...) as url`` runs ``python -m mcp_image_server`` over HTTP.
+
+    The server binds a free port on 127.0.0.1; ``url`` is its ``/mcp`` endpoint. Its log goes to
+    ``tmp_path/http-server.log``.
+    """
+    import asyncio
+    import socket
+
+    @asynccontextmanager
+    async def serve(env: Mapping[str, str] | None = None, token: str | None = "interop-token") -> AsyncIterator[str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        extra = {"MCP_TRANSPORT": "http", "MCP_PORT": str(port), "MCP_LOG_LEVEL": "INFO", **(env or {})}
+        if token:
+            extra["MCP_AUTH_TOKEN"] = token
+        log = (tmp_path / "http-server.log").open("wb")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mcp_image_server", cwd=tmp_path, env=server_env(tmp_path / "images", extra),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        try:
+            async with asyncio.timeout(30):  # the server logs its endpoint once it listens
+                while b"MCP Streamable HTTP endpoint" not in (line := await proc.stderr.readline()):
+                    assert line, "the HTTP server exited before listening"
+                    log.write(line)
+
+            async def pump() -> None:
+                assert proc.stderr is not None
+                while chunk := await proc.stderr.read(65536):
+                    log.write(chunk)
+
+            drain = asyncio.create_task(pump())
+            try:
+                yield f"http://127.0.0.1:{port}/mcp"
+            finally:
+                drain.cancel()
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    async with asyncio.timeout(20):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            log.close()
+
+    return serve
