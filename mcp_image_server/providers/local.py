@@ -13,7 +13,6 @@ import asyncio
 import secrets
 from typing import Final
 
-
 from ..config import Settings
 from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult, StyleInfo
 from .base import Provider, ProviderSpec
