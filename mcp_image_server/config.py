@@ -185,6 +185,8 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("MCP_ALLOW_UNAUTHENTICATED", "allow_unauthenticated", _bool, "false",
           "Allow a non-loopback bind without MCP_AUTH_TOKEN.", True),
     Field("MCP_ALLOWED_ORIGINS", "allowed_origins", _csv, "", "Extra browser origins allowed (comma-separated)."),
+    Field("MCP_SERVE_DEMO", "serve_demo", _choice("auto", "true", "false"), "auto",
+          "Serve the web demo at /demo/ (auto: only on a loopback bind).", True),
     Field("MCP_MAX_BODY_BYTES", "max_body_bytes", _int_range(1024, 1 << 30), "4194304", "Largest HTTP request body.",
           True),
     # tencent hunyuan
@@ -273,6 +275,7 @@ class Settings:
     allow_unauthenticated: bool = False
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
+    serve_demo: str = "auto"
     tencent_secret_id: Secret | None = None
     tencent_secret_key: Secret | None = None
     tencent_region: str = "ap-guangzhou"

@@ -39,6 +39,7 @@ from .errors import ConfigError, ImageServerError, InvalidArgumentError
 from .jobs import Job, Update
 from .models import GenerateOutcome, GenerateParams, ImageFormat, ImageRecord
 from .service import ImageService
+from .viewer import build_viewer_apps, image_origins_for, tool_meta
 
 __all__ = ["build_mcp_server"]
 
@@ -324,12 +325,13 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level=service.settings.log_level,
-        extensions=[tasks],
+        extensions=[tasks, build_viewer_apps(image_origins_for(service.settings))],
         middleware=[tasks.middleware],  # 2025-11-25 tasks: shapes the SDK builds itself (see tasks.py)
     )
 
     @mcp.tool(
         annotations=ToolAnnotations(title="Generate image", read_only_hint=False, open_world_hint=True),
+        meta=tool_meta(),
     )
     async def generate_image(
         ctx: Context[Any, Any],
@@ -402,7 +404,7 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=True)
         return await job_result(service, job, inline)
 
-    @mcp.tool(annotations=ToolAnnotations(title="Get generation", read_only_hint=True))
+    @mcp.tool(annotations=ToolAnnotations(title="Get generation", read_only_hint=True), meta=tool_meta())
     async def get_generation(
         ctx: Context[Any, Any],
         job_id: Annotated[str, Field(max_length=200, description="job_id from generate_image.")],

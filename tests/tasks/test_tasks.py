@@ -196,7 +196,7 @@ async def test_capabilities_are_advertised_only_where_tasks_work(raw_stdio: Any,
     async with stdio_client(mode="auto") as client:
         assert client.protocol_version == "2026-07-28"
         assert client.server_capabilities.tasks is None
-        assert client.server_capabilities.extensions == {EXT: {}}
+        assert client.server_capabilities.extensions == {EXT: {}, "io.modelcontextprotocol/ui": {}}
         assert all(t.execution is None for t in (await client.list_tools()).tools)
 
 
