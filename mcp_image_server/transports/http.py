@@ -20,7 +20,8 @@ from aiohttp import web
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import ListenHandler
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp_types import INVALID_REQUEST
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from ..config import Settings
 from ..errors import ConfigError
@@ -37,7 +38,7 @@ from .middleware import (
     make_origin_middleware,
 )
 from .sessions import DEFAULT_LINGER, SessionLimits, SessionManager
-from .wire import JSON_CONTENT_TYPE, MCP_PATHS, PROTOCOL_VERSION_HEADER, LongStreams
+from .wire import KEEPALIVE_SECONDS, MCP_PATHS, PROTOCOL_VERSION_HEADER, LongStreams, jsonrpc_error
 
 __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT",
@@ -58,6 +59,8 @@ SESSIONS_KEY: Final = web.AppKey("sessions", SessionManager)
 STREAMS_KEY: Final = web.AppKey("long_streams", LongStreams)
 LOWLEVEL_KEY: Final = web.AppKey("mcp_lowlevel_server", Server)
 STARTED_KEY: Final = web.AppKey("started_at", float)
+KEEPALIVE_KEY: Final = web.AppKey("sse_keepalive", float)
+PARAM_CHECK_KEY: Final = web.AppKey("mcp_param_check", modern.ParamHeaderCheck)
 
 _IMAGE_TYPES: Final = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 _IMAGE_CACHE: Final = "public, max-age=86400, immutable"
@@ -78,15 +81,18 @@ def create_http_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     linger: float = DEFAULT_LINGER,
+    keepalive: float = KEEPALIVE_SECONDS,
 ) -> web.Application:
     """The aiohttp app serving ``mcp_server``.
 
     ``settings`` gives the restart-only values (the bind host); reloadable ones (tokens,
     origins, limits) are read from ``service.settings`` on each request. ``clock`` drives
     session idle expiry (tests inject one); ``linger`` is how long an unused session keeps
-    its SDK loop.
+    its SDK loop; ``keepalive`` is the silence after which an SSE stream gets a ping comment.
+    Run it with ``AppRunner(app, handler_cancellation=True)`` (as ``run_http`` does): in the
+    2026-07-28 era closing the response is how a client cancels a call.
     """
-    current: Callable[[], Settings] = lambda: service.settings  # noqa: E731
+    current: Callable[[], Settings] = lambda: service.settings
     policy = PolicySource(current, settings.host)
     app = web.Application(
         middlewares=[
@@ -108,6 +114,8 @@ def create_http_app(
     )
     app[STREAMS_KEY] = LongStreams()
     app[STARTED_KEY] = time.monotonic()
+    app[KEEPALIVE_KEY] = keepalive
+    app[PARAM_CHECK_KEY] = modern.ParamHeaderCheck()
     app.cleanup_ctx.append(_mcp_lifespan)
     app.on_shutdown.append(_close_long_streams)
     app.on_response_prepare.append(add_cors_headers)
@@ -117,6 +125,10 @@ def create_http_app(
     app.router.add_get("/health", _health)
     app.router.add_get("/images/{file}", _image)
     app.router.add_route("*", "/.well-known/{name:oauth-.*}", _not_an_oauth_server)
+    if settings.serve_demo == "true" or (settings.serve_demo == "auto" and is_loopback_host(settings.host)):
+        from ..demo import add_demo_routes
+
+        add_demo_routes(app)
     return app
 
 
@@ -126,12 +138,17 @@ async def _mcp_endpoint(request: web.Request) -> web.StreamResponse:
     limit = app[SERVICE_KEY].settings.max_body_bytes
     version = request.headers.get(PROTOCOL_VERSION_HEADER)
     if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-        return await modern.handle_modern(request, app[LOWLEVEL_KEY], manager.state, limit)
+        if version not in MODERN_PROTOCOL_VERSIONS and request.method != "POST":
+            return jsonrpc_error(400, INVALID_REQUEST, f"Unsupported protocol version: {version[:40]!r}")
+        # The per-request entry answers an unknown version on a POST with -32022 and the supported list.
+        return await modern.handle_modern(
+            request, app[LOWLEVEL_KEY], manager.state, limit, app[KEEPALIVE_KEY], app[PARAM_CHECK_KEY]
+        )
     owner = request[OWNER_KEY]
     if request.method == "POST":
-        return await legacy.handle_post(request, manager, owner, limit)
+        return await legacy.handle_post(request, manager, owner, limit, app[KEEPALIVE_KEY])
     if request.method == "GET":
-        return await legacy.handle_get(request, manager, owner, app[STREAMS_KEY])
+        return await legacy.handle_get(request, manager, owner, app[STREAMS_KEY], app[KEEPALIVE_KEY])
     if request.method == "DELETE":
         return await legacy.handle_delete(request, manager, owner)
     return legacy.method_not_allowed()
@@ -182,8 +199,13 @@ async def _mcp_lifespan(app: web.Application) -> AsyncIterator[None]:
             ready.set_result(state)
             await stop.wait()
 
+    def failed(task: asyncio.Task[None]) -> None:
+        if not ready.done():
+            error = None if task.cancelled() else task.exception()
+            ready.set_exception(error or RuntimeError("the MCP server's lifespan ended before it started"))
+
     holder = asyncio.create_task(hold(), name="mcp-lifespan")
-    holder.add_done_callback(lambda t: ready.done() or ready.set_exception(t.exception() or RuntimeError("lifespan ended")))
+    holder.add_done_callback(failed)
     manager = app[SESSIONS_KEY]
     manager.start(await ready)
     try:

@@ -29,7 +29,6 @@ from pydantic import ValidationError
 from .sessions import Session, SessionGone, SessionManager
 from .wire import (
     JSON_CONTENT_TYPE,
-    KEEPALIVE_SECONDS,
     PING_FRAME,
     SESSION_HEADER,
     LongStreams,
@@ -68,7 +67,9 @@ def _is_json_body(request: web.BaseRequest) -> bool:
     return request.content_type == JSON_CONTENT_TYPE
 
 
-async def handle_post(request: web.Request, manager: SessionManager, owner: bytes, body_limit: int) -> web.StreamResponse:
+async def handle_post(
+    request: web.Request, manager: SessionManager, owner: bytes, body_limit: int, keepalive: float
+) -> web.StreamResponse:
     """One JSON-RPC message: ``initialize`` opens a session, anything else needs one."""
     has_json, has_sse = accepts(request)
     if not (has_json or has_sse):
@@ -95,13 +96,13 @@ async def handle_post(request: web.Request, manager: SessionManager, owner: byte
             return jsonrpc_error(
                 503, INTERNAL_ERROR, "Too many open sessions", headers={"Retry-After": str(manager.retry_after())}
             )
-        return await _serve_request(request, manager, session, message, has_json, has_sse, opening=True)
+        return await _serve_request(request, manager, session, message, has_json, has_sse, keepalive, opening=True)
 
     session = manager.get(session_id, owner)
     if session is None:
         return _session_not_found()
     if isinstance(message, JSONRPCRequest):
-        return await _serve_request(request, manager, session, message, has_json, has_sse, opening=False)
+        return await _serve_request(request, manager, session, message, has_json, has_sse, keepalive, opening=False)
 
     # A notification or a reply to a server request: accepted once the SDK loop has it.
     try:
@@ -119,7 +120,9 @@ async def handle_post(request: web.Request, manager: SessionManager, owner: byte
 
 async def _answer_cancelled(box: Mailbox, request_id: RequestId) -> None:
     # The SDK's dispatcher stays silent for a cancelled request; this era's wire still ends it.
-    await box.put(JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=REQUEST_CANCELLED, message="Request cancelled")))
+    await box.put(
+        JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=REQUEST_CANCELLED, message="Request cancelled"))
+    )
 
 
 async def _serve_request(
@@ -129,10 +132,15 @@ async def _serve_request(
     message: JSONRPCRequest,
     has_json: bool,
     has_sse: bool,
+    keepalive: float,
     *,
     opening: bool,
 ) -> web.StreamResponse:
-    """Deliver a request and stream back what the SDK writes for it."""
+    """Deliver a request and stream back what the SDK writes for it.
+
+    A client that goes away does not cancel the call (the spec says so for this era): the call
+    runs on in the session and its reply is dropped.
+    """
     try:
         await session.acquire()
     except SessionGone:
@@ -142,7 +150,9 @@ async def _serve_request(
     try:
         box = session.open_request(message.id, sse=has_sse)
         if box is None:
-            return jsonrpc_error(409, INVALID_REQUEST, "A request with this id is already in flight", request_id=message.id)
+            return jsonrpc_error(
+                409, INVALID_REQUEST, "A request with this id is already in flight", request_id=message.id
+            )
         metadata = ServerMessageMetadata(
             request_context=request,
             can_send_request=has_sse,
@@ -153,7 +163,7 @@ async def _serve_request(
         stream: web.StreamResponse | None = None
         while True:
             try:
-                item = await box.get(KEEPALIVE_SECONDS if has_sse else None)
+                item = await box.get(keepalive if has_sse else None)
             except TimeoutError:
                 stream = stream or await open_sse(request, headers)
                 await stream.write(PING_FRAME)
@@ -179,10 +189,6 @@ async def _serve_request(
                 return stream
     except SessionGone:
         return _session_not_found()
-    except ConnectionResetError:
-        # The client left. Not a cancellation (the spec says so): the call runs on in the session.
-        logger.debug("client went away before the reply to %r", message.id)
-        raise
     finally:
         if box is not None:
             session.close_request(message.id, box)
@@ -191,7 +197,9 @@ async def _serve_request(
             await manager.end(session, "initialize failed")
 
 
-async def handle_get(request: web.Request, manager: SessionManager, owner: bytes, streams: LongStreams) -> web.StreamResponse:
+async def handle_get(
+    request: web.Request, manager: SessionManager, owner: bytes, streams: LongStreams, keepalive: float
+) -> web.StreamResponse:
     """The session's server-to-client SSE stream; one per session."""
     _, has_sse = accepts(request)
     if not has_sse:
@@ -215,7 +223,7 @@ async def handle_get(request: web.Request, manager: SessionManager, owner: bytes
         stream = await open_sse(request, {SESSION_HEADER: session.id})
         while True:
             try:
-                item = await box.get(KEEPALIVE_SECONDS)
+                item = await box.get(keepalive)
             except TimeoutError:
                 await stream.write(PING_FRAME)
                 continue

@@ -18,6 +18,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from ..config import Settings
@@ -166,7 +167,9 @@ def _is_mcp(request: web.BaseRequest) -> bool:
     return request.path in MCP_PATHS
 
 
-def _error_body(request: web.BaseRequest, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> web.Response:
+def _error_body(
+    request: web.BaseRequest, status: int, message: str, headers: Iterable[tuple[str, str]] = ()
+) -> web.Response:
     """JSON-RPC shaped on the MCP endpoint (clients parse it), a plain JSON object elsewhere."""
     extra = {k: v for k, v in headers if k.lower() not in ("content-type", "content-length")}
     if _is_mcp(request):
@@ -178,19 +181,28 @@ def _error_body(request: web.BaseRequest, status: int, message: str, headers: It
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as JSON; an unexpected exception is logged and becomes a bare 500."""
+    """Every error leaves as JSON; an unexpected exception is logged and becomes a bare 500.
+
+    Nothing a client sends should get here as a 500 (the tests feed it hostile input).
+    """
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == JSON_CONTENT_TYPE:
             raise
         return _error_body(request, exc.status, exc.reason, exc.headers.items())
+    except ConnectionResetError:
+        # The client left mid-response; aiohttp drops the rest quietly. 499: "client closed request".
+        logger.debug("client went away during %s %s", request.method, request.path)
+        return web.Response(status=499)
     except Exception:
         logger.exception("unhandled error serving %s %s", request.method, request.path)
         return _error_body(request, 500, "Internal Server Error")
 
 
-def make_origin_middleware(policy: Callable[[], AccessPolicy]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_origin_middleware(
+    policy: Callable[[], AccessPolicy],
+) -> Middleware:
     """Host check (421, loopback binds), Origin check (403) and CORS preflight answers."""
 
     @web.middleware
@@ -220,7 +232,9 @@ def _preflight(request: web.Request, origin: str | None) -> web.Response:
         headers.update(
             {
                 "Access-Control-Allow-Methods": _CORS_METHODS,
-                "Access-Control-Allow-Headers": ", ".join([*CORS_ALLOW_HEADERS, *(p for p in params if p.lower() not in allowed)]),
+                "Access-Control-Allow-Headers": ", ".join(
+                    [*CORS_ALLOW_HEADERS, *(p for p in params if p.lower() not in allowed)]
+                ),
                 "Access-Control-Max-Age": "600",
             }
         )
@@ -245,7 +259,9 @@ def _credential(request: web.BaseRequest) -> str | None:
     return request.headers.get("X-API-Key")
 
 
-def make_auth_middleware(policy: Callable[[], AccessPolicy]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_auth_middleware(
+    policy: Callable[[], AccessPolicy],
+) -> Middleware:
     """Bearer (or X-API-Key) on the MCP endpoint; other routes are public on purpose."""
 
     @web.middleware
@@ -275,7 +291,9 @@ def make_auth_middleware(policy: Callable[[], AccessPolicy]) -> Callable[[web.Re
     return auth_middleware
 
 
-def make_body_limit_middleware(limit: Callable[[], int]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_body_limit_middleware(
+    limit: Callable[[], int],
+) -> Middleware:
     """413 before reading a body whose declared length is over the limit (chunked ones are cut while read)."""
 
     @web.middleware

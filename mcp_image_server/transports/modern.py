@@ -5,7 +5,7 @@ The request is validated and served with the pieces of the SDK's own single-exch
 ``_SingleExchangeDispatchContext``, ``serve_one`` and the error-to-status table. Only the
 ASGI framing is replaced by aiohttp: the handler runs in the request's own task and writes
 request-scoped notifications straight onto the response, committing to SSE on the first one
-(or after ``KEEPALIVE_SECONDS`` of silence); a call that emits nothing gets one JSON body with
+(or after ``keepalive`` seconds of silence); a call that emits nothing gets one JSON body with
 the mapped status. Closing the connection cancels the call (the app runs with
 ``handler_cancellation``), which is this era's cancellation.
 """
@@ -32,7 +32,6 @@ from mcp.server.connection import Connection
 from mcp.server.runner import serve_one
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
-    HEADER_MISMATCH,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -42,6 +41,7 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 from mcp_types import (
+    HEADER_MISMATCH,
     PARSE_ERROR,
     ErrorData,
     JSONRPCError,
@@ -50,15 +50,22 @@ from mcp_types import (
     JSONRPCResponse,
     RequestId,
 )
+from multidict import CIMultiDict
 from pydantic import ValidationError
-from starlette.datastructures import Headers
 
-from .wire import JSON_CONTENT_TYPE, KEEPALIVE_SECONDS, PROTOCOL_VERSION_HEADER, SSE_HEADERS, accepts, jsonrpc_error, read_body
+from .wire import (
+    JSON_CONTENT_TYPE,
+    PROTOCOL_VERSION_HEADER,
+    SSE_HEADERS,
+    accepts,
+    jsonrpc_error,
+    read_body,
+)
 
 if TYPE_CHECKING:
     from mcp.server.lowlevel.server import Server
 
-__all__ = ["handle_modern"]
+__all__ = ["ParamHeaderCheck", "handle_modern"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +75,17 @@ _LISTEN: Final = "subscriptions/listen"
 
 def _reply(message: JSONRPCResponse | JSONRPCError) -> web.Response:
     """One JSON body with the spec's status for the error code (as the SDK's ``_write``)."""
-    status = ERROR_CODE_HTTP_STATUS.get(message.error.code, 200) if isinstance(message, JSONRPCError) else 200
-    body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if isinstance(message, JSONRPCError) and message.id is None:
-        body["id"] = None
-    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(), content_type=JSON_CONTENT_TYPE)
+    if isinstance(message, JSONRPCError):
+        status = ERROR_CODE_HTTP_STATUS.get(message.error.code, 200)
+        if message.id is None:
+            # JSON-RPC wants ``"id": null`` on the wire when the id could not be read.
+            body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
+            body["id"] = None
+            return web.Response(status=status, body=json.dumps(body).encode(), content_type=JSON_CONTENT_TYPE)
+    else:
+        status = 200
+    payload = message.model_dump_json(by_alias=True, exclude_none=True).encode()
+    return web.Response(status=status, body=payload, content_type=JSON_CONTENT_TYPE)
 
 
 def _rejection(rejection: InboundLadderRejection, request_id: RequestId | None) -> web.Response:
@@ -83,8 +96,9 @@ def _rejection(rejection: InboundLadderRejection, request_id: RequestId | None) 
 class _ResponseSink:
     """The dispatch context's ``sink``: SSE frames written onto this POST's response, lazily opened."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, keepalive: float) -> None:
         self._request = request
+        self._keepalive = keepalive
         self._lock = asyncio.Lock()
         self.response: web.StreamResponse | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -94,31 +108,62 @@ class _ResponseSink:
         async with self._lock:
             try:
                 if self.response is None:
-                    self.response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-                    await self.response.prepare(self._request)
+                    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+                    await response.prepare(self._request)
+                    self.response = response
                 await self.response.write(frame)
             except ConnectionResetError:
                 raise anyio.BrokenResourceError from None
 
     def start_keepalive(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self._start_pinger)
+        self._timer = asyncio.get_running_loop().call_later(self._keepalive, self._start_pinger)
 
-    def stop_keepalive(self) -> None:
+    async def stop_keepalive(self) -> None:
+        """Stop pinging; never interrupts a ping halfway (the lock), so the response stays well-formed."""
         if self._timer is not None:
             self._timer.cancel()
         if self._pinger is not None:
-            self._pinger.cancel()
+            async with self._lock:
+                self._pinger.cancel()
 
     def _start_pinger(self) -> None:
         self._pinger = asyncio.get_running_loop().create_task(self._ping_forever())
 
     async def _ping_forever(self) -> None:
+        # Silence past the window: commit to SSE and ping so proxies keep the stream open.
         try:
             while True:
                 await self.send(_PING)
-                await asyncio.sleep(KEEPALIVE_SECONDS)
+                await asyncio.sleep(self._keepalive)
         except anyio.BrokenResourceError:
             pass
+
+
+class ParamHeaderCheck:
+    """Runs the SDK's ``Mcp-Param-*`` check only for tools whose schema can declare such headers.
+
+    ``validate_mcp_param_headers`` walks the tool's input schema on every call; a schema with
+    no ``x-mcp-header`` anywhere can never fail it, so that verdict is remembered per schema.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Any, bool]] = {}
+
+    def needed(self, server: Server[Any], req: JSONRPCRequest) -> bool:
+        lookup = server.get_tool_input_schema
+        if req.method != "tools/call" or lookup is None:
+            return True  # nothing to remember: let the SDK decide
+        name = (req.params or {}).get("name")
+        try:
+            schema = lookup(name) if isinstance(name, str) else None
+        except Exception:  # noqa: BLE001 - the SDK's check handles (and logs) a failing lookup itself
+            return True
+        if schema is None:
+            return True
+        known = self._seen.get(id(schema))
+        if known is None or known[0] is not schema:
+            known = self._seen[id(schema)] = (schema, "x-mcp-header" in json.dumps(schema, default=str))
+        return known[1]
 
 
 def method_not_allowed() -> web.Response:
@@ -126,7 +171,12 @@ def method_not_allowed() -> web.Response:
 
 
 async def handle_modern(
-    request: web.Request, server: Server[Any], lifespan_state: Any, body_limit: int
+    request: web.Request,
+    server: Server[Any],
+    lifespan_state: Any,
+    body_limit: int,
+    keepalive: float,
+    param_check: ParamHeaderCheck,
 ) -> web.StreamResponse:
     """Serve one self-contained 2026-07-28 POST (GET and DELETE get 405)."""
     if request.method != "POST":
@@ -157,14 +207,22 @@ async def handle_modern(
         return web.Response(status=406)
 
     if (duplicated := find_duplicated_routing_header(request.headers.items())) is not None:
-        return _rejection(InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once"), req.id)
-    headers = Headers(raw=[(name.lower(), value) for name, value in request.raw_headers])
+        return _rejection(
+            InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once"), req.id
+        )
+    # Lower-case names (the SDK's checks expect ASGI-style headers), duplicates kept.
+    headers = CIMultiDict((name.lower(), value) for name, value in request.headers.items())
     verdict = classify_inbound_request(decoded, headers=dict(headers))
     if isinstance(verdict, InboundLadderRejection):
         return _rejection(verdict, req.id)
-    # The SDK reads only ``.headers`` off the request here (lower-case names, duplicates kept).
+    # The SDK reads only ``.headers`` off the request here.
     view = cast(Any, SimpleNamespace(headers=headers))
-    if (rejected := await _mcp_param_rejection(server, view, req, verdict, lifespan_state)) is not None:
+    rejected = (
+        await _mcp_param_rejection(server, view, req, verdict, lifespan_state)
+        if param_check.needed(server, req)
+        else None
+    )
+    if rejected is not None:
         return _rejection(rejected, req.id)
 
     connection = Connection.from_envelope(verdict.protocol_version, verdict.client_info, verdict.client_capabilities)
@@ -176,16 +234,17 @@ async def handle_modern(
     )
     sink: _ResponseSink | None = None
     if has_sse:
-        sink = _ResponseSink(request)
+        sink = _ResponseSink(request, keepalive)
         dctx.sink = cast(Any, sink)
         sink.start_keepalive()
     try:
         reply = await _to_jsonrpc_response(
-            req.id, serve_one(server, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state)
+            req.id,
+            serve_one(server, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state),
         )
     finally:
         if sink is not None:
-            sink.stop_keepalive()
+            await sink.stop_keepalive()
     if sink is None or sink.response is None:
         return _reply(reply)
     try:

@@ -1,16 +1,13 @@
 """Handshake-era sessions: random ids, owner binding, idle expiry, a cap, and the SDK loop behind each.
 
-Each session is served by the SDK's own loop-mode driver: a ``JSONRPCDispatcher`` over a
-memory stream pair plus ``serve_connection`` (the same recipe as ``mcp.server.runner.serve_loop``,
-which ``Server.run`` and the SDK's Starlette transport use). We only move messages in and route
-the dispatcher's output to the HTTP response waiting for it.
-
-To keep an idle session small (the issue's budget is 10 KB), its loop runs only while the
-session is in use: after ``linger`` seconds with no request in flight and no GET stream open the
-loop is wound down and the session keeps just what the SDK's ``Connection`` had learnt (protocol
-version, the client's ``initialize`` params, ``initialized``, ``state``). The next request starts a
-fresh loop on a ``Connection`` restored from that. One difference an SDK user could notice:
-callbacks pushed on ``connection.exit_stack`` run at each wind-down rather than only at the end.
+Each session is served by the SDK's own loop-mode driver (``loop.py``). To keep an idle session
+small (the issue's budget is 10 KB), its loop runs only while the session is in use: after
+``linger`` seconds with no request in flight and no GET stream open, or at once when more than
+``max_warm`` idle sessions still have a loop, the loop is wound down and the session keeps just
+what the SDK's ``Connection`` had learnt (protocol version, the client's ``initialize`` params,
+``initialized``, ``state``). The next request starts a fresh loop on a ``Connection`` restored
+from that. One difference an SDK user could notice: callbacks pushed on
+``connection.exit_stack`` run at each wind-down rather than only when the session ends.
 """
 
 from __future__ import annotations
@@ -24,18 +21,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-from mcp.server.connection import Connection
-from mcp.server.runner import serve_connection
-from mcp.shared._context_streams import ContextSendStream, create_context_streams
-from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
-from mcp.shared.message import MessageMetadata, ServerMessageMetadata, SessionMessage
-from mcp.shared.transport_context import TransportContext
-from mcp_types import InitializeRequestParams, JSONRPCError, JSONRPCResponse, RequestId
+from mcp.shared.message import SessionMessage
+from mcp_types import JSONRPCNotification, RequestId
 
+from .loop import Runtime, Saved, StandaloneChannel, start_loop
 from .wire import Mailbox
 
 if TYPE_CHECKING:
@@ -48,11 +40,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_LINGER: Final = 10.0
 """Seconds a session's SDK loop stays up after its last request before it is wound down."""
 
+DEFAULT_MAX_WARM: Final = 64
+"""Idle sessions that keep their loop (most recently used first); past this, an idle one winds down at once."""
+
 _END_TIMEOUT: Final = 5.0
 """Bound on waiting for a session's loop to finish after it was told to stop."""
-
-_INLINE: Final = frozenset({"initialize"})
-"""As in ``serve_loop``: ``initialize`` runs inline so a pipelined next request sees its result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,90 +65,15 @@ class SessionGone(Exception):
     """The session ended (DELETE, expiry, shutdown) while a request was using it."""
 
 
-def _transport_context(metadata: MessageMetadata) -> TransportContext:
-    # Like the SDK's default builder, plus the HTTP headers for handlers that read ``ctx.headers``.
-    if isinstance(metadata, ServerMessageMetadata):
-        headers = getattr(metadata.request_context, "headers", None)
-        return TransportContext(kind="streamable-http", can_send_request=metadata.can_send_request, headers=headers)
-    return TransportContext(kind="streamable-http", can_send_request=True)
-
-
-class _Runtime:
-    """A running SDK loop for one session and the responses waiting on it."""
-
-    __slots__ = ("connection", "mailboxes", "read_send", "standalone", "stopping", "task")
-
-    def __init__(self, read_send: ContextSendStream[SessionMessage | Exception]) -> None:
-        self.read_send = read_send
-        self.mailboxes: dict[RequestId, Mailbox] = {}
-        self.standalone: Mailbox | None = None
-        self.stopping = False
-        self.connection: Connection | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def close_mailboxes(self) -> None:
-        for box in self.mailboxes.values():
-            box.close()
-        if self.standalone is not None:
-            self.standalone.close()
-
-
-class _Writer:
-    """The dispatcher's write stream: routes each outgoing message to the response it belongs to.
-
-    Replies go to the POST that asked; messages tied to a request (progress, server requests)
-    go to that POST's SSE stream; anything else goes to the GET stream, or is dropped when no
-    stream can carry it (we keep no event store).
-    """
-
-    __slots__ = ("_closed", "_runtime")
-
-    def __init__(self, runtime: _Runtime) -> None:
-        self._runtime = runtime
-        self._closed = False
-
-    async def send(self, item: SessionMessage, /) -> None:
-        if self._closed:
-            raise anyio.ClosedResourceError
-        rt = self._runtime
-        message = item.message
-        box: Mailbox | None
-        if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
-            box = rt.mailboxes.get(message.id)
-        elif isinstance(item.metadata, ServerMessageMetadata) and item.metadata.related_request_id is not None:
-            box = rt.mailboxes.get(item.metadata.related_request_id)
-            if box is not None and not box.sse:
-                box = None  # a JSON body carries only the reply
-        else:
-            box = rt.standalone
-        if box is None:
-            logger.debug("dropped a server message with no open stream to carry it")
-            return
-        await box.put(message)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        self._runtime.close_mailboxes()
-
-    async def __aenter__(self) -> _Writer:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
 class Session:
     """One handshake-era session; its SDK loop runs only while it is in use."""
 
     __slots__ = (
-        "_client_params",
-        "_initialized",
+        "__weakref__",
+        "_channel",
         "_manager",
-        "_protocol_version",
         "_runtime",
-        "_state",
+        "_saved",
         "busy",
         "ended",
         "id",
@@ -172,11 +89,9 @@ class Session:
         self.busy = 0
         """Requests being served plus open GET streams; a busy session neither idles nor expires."""
         self.ended = False
-        self._runtime: _Runtime | None = None
-        self._protocol_version: str | None = None
-        self._client_params: str | None = None
-        self._initialized = False
-        self._state: dict[str, Any] | None = None
+        self._runtime: Runtime | None = None
+        self._saved: Saved | None = None
+        self._channel = StandaloneChannel()
 
     @property
     def running(self) -> bool:
@@ -192,13 +107,17 @@ class Session:
         if self.ended:
             raise SessionGone
         self.busy += 1
+        self._manager._warm.pop(self.id, None)  # pyright: ignore[reportPrivateUsage]
         try:
             while True:
                 if self.ended:
                     raise SessionGone
                 rt = self._runtime
                 if rt is None:
-                    self._runtime = self._start()
+                    manager = self._manager
+                    rt = start_loop(manager.server, manager.state, self.id, self._saved, self._channel, self._finish)
+                    rt.on_quiet = self._quiet
+                    self._runtime = rt
                     return
                 if not rt.stopping:
                     return
@@ -212,6 +131,11 @@ class Session:
     def release(self) -> None:
         self.busy -= 1
         self.last_active = self._manager.clock()
+        self._quiet()
+
+    def _quiet(self) -> None:
+        if not self.busy and self.running and not self.ended:
+            self._manager._idle(self)  # pyright: ignore[reportPrivateUsage]
 
     async def deliver(self, message: SessionMessage) -> None:
         """Hand one client message to the SDK loop (call between ``acquire`` and ``release``).
@@ -226,6 +150,8 @@ class Session:
             await rt.read_send.send(message)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionGone from None
+        if isinstance(message.message, JSONRPCNotification):
+            rt.pending_notifications += 1  # the loop spawns a handler for it; see ``hibernate``
 
     def open_request(self, request_id: RequestId, *, sse: bool) -> Mailbox | None:
         """A mailbox for the reply to ``request_id``; ``None`` if that id is already in flight."""
@@ -260,64 +186,31 @@ class Session:
             rt.standalone = None
 
     def hibernate(self) -> bool:
-        """Wind the loop down if nothing uses it; its state is kept for the next request."""
+        """Wind the loop down if nothing uses it; its state is kept for the next request.
+
+        Not while a client notification is still being handled: the wind-down would cancel it.
+        """
         rt = self._runtime
-        if rt is None or rt.stopping or self.busy:
+        if rt is None or rt.stopping or self.busy or rt.pending_notifications:
             return False
-        rt.stopping = True
-        rt.read_send.close()  # EOF: the dispatcher finishes and serve_connection returns
+        rt.stop()
         return True
 
-    def _start(self) -> _Runtime:
-        manager = self._manager
-        read_send, read_receive = create_context_streams[SessionMessage | Exception](0)
-        rt = _Runtime(read_send)
-        dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
-            read_receive, _Writer(rt), transport_builder=_transport_context, inline_methods=_INLINE
-        )
-        connection = Connection.for_loop(
-            dispatcher, session_id=self.id, protocol_version_hint=self._protocol_version
-        )
-        if self._client_params is not None:
-            connection.client_params = InitializeRequestParams.model_validate_json(self._client_params)
-        if self._initialized:
-            connection.initialized.set()
-        if self._state:
-            connection.state = self._state
-        rt.connection = connection
-        rt.task = asyncio.create_task(self._serve(dispatcher, connection), name="mcp-session")
-        rt.task.add_done_callback(lambda _t, rt=rt: self._finish(rt))
-        return rt
-
-    async def _serve(self, dispatcher: JSONRPCDispatcher[TransportContext], connection: Connection) -> None:
-        manager = self._manager
-        try:
-            await serve_connection(manager.server, dispatcher, connection=connection, lifespan_state=manager.state)
-        except Exception:
-            logger.exception("session %s: the SDK loop crashed", self.id[:8])
-
-    def _finish(self, rt: _Runtime) -> None:
-        """Record what the finished loop's ``Connection`` learnt; idempotent."""
+    def _finish(self, rt: Runtime) -> None:
+        """Keep what the finished loop's ``Connection`` learnt; idempotent."""
         if self._runtime is not rt:
             return
         self._runtime = None
         rt.close_mailboxes()
-        conn = rt.connection
-        rt.connection = None
-        if conn is not None and not self.ended:
-            self._protocol_version = conn.protocol_version
-            params = conn.client_params
-            self._client_params = params.model_dump_json(by_alias=True, exclude_none=True) if params else None
-            self._initialized = conn.initialized.is_set()
-            self._state = conn.state or None
+        if not self.ended:
+            self._saved = Saved.capture(rt.connection)
         if not rt.stopping and not self.ended:
             # The loop ended on its own (a crash): the session cannot be served any more.
             self._manager._forget(self)
 
     def _drop(self) -> None:
         self.ended = True
-        self._client_params = None
-        self._state = None
+        self._saved = None
 
 
 class SessionManager:
@@ -330,16 +223,22 @@ class SessionManager:
         limits: Callable[[], SessionLimits],
         clock: Callable[[], float] = time.monotonic,
         linger: float = DEFAULT_LINGER,
+        max_warm: int = DEFAULT_MAX_WARM,
     ) -> None:
         if not linger > 0:
             raise ValueError(f"linger must be > 0, got {linger}")
+        if max_warm < 0:
+            raise ValueError(f"max_warm must be >= 0, got {max_warm}")
         self.server = server
         self.limits = limits
         self.clock = clock
         self.linger = linger
         self.state: Any = None
         """The server's lifespan state, entered once for the whole app (as the SDK's manager does)."""
+        self.max_warm = max_warm
         self._sessions: dict[str, Session] = {}
+        self._warm: dict[str, Session] = {}
+        """Idle sessions whose loop is still up, least recently used first."""
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -382,8 +281,7 @@ class SessionManager:
         rt = session._runtime  # pyright: ignore[reportPrivateUsage]
         if rt is None or rt.task is None:
             return
-        rt.stopping = True
-        rt.read_send.close()
+        rt.stop()
         rt.close_mailboxes()
         try:
             async with asyncio.timeout(_END_TIMEOUT):
@@ -405,8 +303,8 @@ class SessionManager:
             idle = now - session.last_active
             if idle >= timeout:
                 expired.append(session)
-            elif idle >= self.linger:
-                session.hibernate()
+            elif idle >= self.linger and session.hibernate():
+                self._warm.pop(session.id, None)
         for session in expired:
             await self.end(session, "idle")
 
@@ -419,8 +317,16 @@ class SessionManager:
             self._sweeper = None
         await asyncio.gather(*(self.end(s, "shutdown") for s in list(self._sessions.values())))
 
+    def _idle(self, session: Session) -> None:
+        self._warm[session.id] = session
+        for _ in range(len(self._warm) - self.max_warm):
+            oldest = self._warm.pop(next(iter(self._warm)))
+            if not oldest.hibernate():
+                self._warm[oldest.id] = oldest  # still handling a notification: it comes back when done
+
     def _forget(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
+        self._warm.pop(session.id, None)
         session._drop()  # pyright: ignore[reportPrivateUsage]
 
     def _sweep_interval(self) -> float:

@@ -105,8 +105,13 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
         web.HTTPRequestEntityTooLarge: the body is larger than ``limit``.
     """
     declared = request.content_length
-    if declared is not None and declared > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    if declared is not None:
+        if declared > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial  # the client gave up mid-body: parsing it will fail cleanly
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():

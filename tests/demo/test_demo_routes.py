@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -172,3 +173,15 @@ async def test_demo_is_public_on_the_mcp_app_while_mcp_needs_the_token(
         assert resp.status == 401
     async with http.get(raw(live_server.base, "/demo/%2e%2e/images/x.png")) as resp:
         assert resp.status == 404
+
+
+async def test_the_real_server_serves_the_demo_on_loopback_only_when_enabled(http_server: Any) -> None:
+    import httpx2
+
+    async with http_server() as url:
+        async with httpx2.AsyncClient() as http:
+            page = await http.get(url.removesuffix("/mcp") + "/demo/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    async with http_server(env={"MCP_SERVE_DEMO": "false"}) as url:
+        async with httpx2.AsyncClient() as http:
+            assert (await http.get(url.removesuffix("/mcp") + "/demo/")).status_code == 404

@@ -2,7 +2,7 @@
 eras, with a token) and mcp-remote bridging stdio to our HTTP endpoint. Each lists tools and
 generates an image with the ``local`` provider.
 
-Installed by ``tests/interop/install_clients.sh`` into ``.ci-tools/node`` (``.ci/run`` runs it);
+Installed by ``tests/interop/install_clients.sh`` into ``tests/interop/node_modules`` (the test command runs it);
 without node/npm or the install the tests skip and say why.
 """
 
@@ -21,7 +21,7 @@ from mcp import Client, StdioServerParameters
 
 from ..conftest import REPO, server_env
 
-BIN = REPO / ".ci-tools" / "node" / "node_modules" / ".bin"
+BIN = REPO / "tests" / "interop" / "node_modules" / ".bin"
 INSPECTOR = BIN / "mcp-inspector"
 MCP_REMOTE = BIN / "mcp-remote"
 TOKEN = "interop-node-token-7"

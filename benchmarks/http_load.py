@@ -1,0 +1,377 @@
+"""Load benchmark: our aiohttp transport vs the SDK's own ``MCPServer.streamable_http_app()`` (uvicorn).
+
+Run by hand, not a test::
+
+    python benchmarks/http_load.py                 # full run, ~2 minutes
+    python benchmarks/http_load.py --duration 2    # quicker, noisier
+
+Both servers run as child processes of this script serving the same ``MCPServer`` (one cheap
+``add`` tool), each pinned to its own core where the machine has two or more; the load
+generator pins itself to the core of the server it is *not* driving. One generator drives both
+in the same run and prints every figure with the ratio ours/reference:
+
+* ``ping`` requests/s and p50/p99 latency at concurrency 1, 16, 64 over 8 sessions (2025-11-25);
+* full session lifecycles/s (initialize, initialized, tools/list, one call, DELETE);
+* 2026-07-28 per-request ``tools/call`` calls/s;
+* resident memory per idle session, measured over 1000 sessions once they are idle.
+
+Targets (issue 3): >= 2x the reference on calls/s and lifecycles/s, p99 no worse, <= 10 KB
+per idle session. Rates swing when other work shares the machine; the server-CPU-per-operation
+rows are the steadier comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
+BASE_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+IDLE_SETTLE_S = 13.0
+"""Wait before reading idle memory: past our 10 s loop linger (and the same wait for the reference)."""
+
+
+# --- the servers (child processes) ---------------------------------------------------------------
+
+
+def _bench_mcp() -> Any:
+    from mcp.server.mcpserver import MCPServer
+
+    mcp = MCPServer("bench", version="1.0")
+
+    @mcp.tool()
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    return mcp
+
+
+def serve_ours(port: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    import dataclasses
+
+    from mcp_image_server.config import load_settings
+    from mcp_image_server.service import ImageService
+    from mcp_image_server.transports.http import run_http
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = dataclasses.replace(
+        load_settings({}, overrides={"MCP_LOG_LEVEL": "WARNING"}),
+        transport="http",
+        host="127.0.0.1",
+        port=port,
+        image_save_dir=Path(tempfile.mkdtemp(prefix="bench-images-")),
+        max_sessions=1_000_000,
+    )
+
+    async def main() -> None:
+        service = ImageService(settings)
+        await service.start()
+        try:
+            await run_http(service, _bench_mcp(), settings, shutdown_timeout=1)
+        finally:
+            await service.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+def serve_reference(port: int) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.WARNING)
+    app = _bench_mcp().streamable_http_app(max_sessions=1_000_000)
+    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)).run()
+
+
+# --- the load generator --------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    count: int
+    seconds: float
+    latencies: list[float]
+    server_cpu: float = float("nan")
+    """Share of one core the server used during the run (1.0 = saturated)."""
+    client_cpu: float = float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def _rpc(http: Any, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any] | None, Any]:
+    """POST one message; return the JSON-RPC reply (JSON or SSE) and the response headers."""
+    async with http.post(url, data=json.dumps(body), headers=headers) as resp:
+        raw = await resp.read()
+        if resp.status >= 400:
+            raise RuntimeError(f"{body.get('method')}: HTTP {resp.status} {raw[:200]!r}")
+        if not raw:
+            return None, resp.headers
+        if resp.content_type == "text/event-stream":
+            for line in raw.decode().splitlines():
+                if line.startswith("data:") and '"id"' in line:
+                    return json.loads(line[5:]), resp.headers
+            raise RuntimeError("SSE response without a reply")
+        return json.loads(raw), resp.headers
+
+
+async def open_session(http: Any, url: str) -> str:
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+    }
+    _, headers = await _rpc(http, url, init, BASE_HEADERS)
+    sid = str(headers["Mcp-Session-Id"])
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    await _rpc(http, url, note, _session_headers(sid))
+    return sid
+
+
+def _session_headers(sid: str) -> dict[str, str]:
+    return {**BASE_HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LEGACY}
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_load(
+    concurrency: int, duration: float, op: Callable[[int, int], Awaitable[None]], server_pid: int | None = None
+) -> Result:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+
+    async def worker(w: int) -> None:
+        n = 0
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await op(w, n)
+            latencies.append(time.perf_counter() - t0)
+            n += 1
+
+    start = time.perf_counter()
+    cpu0 = time.process_time()
+    srv0 = _cpu_seconds(server_pid) if server_pid else 0.0
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    wall = time.perf_counter() - start
+    result = Result(len(latencies), wall, latencies, client_cpu=(time.process_time() - cpu0) / wall)
+    if server_pid:
+        result.server_cpu = (_cpu_seconds(server_pid) - srv0) / wall
+    return result
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def bench_target(name: str, url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
+
+    out: dict[str, Any] = {}
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        sessions = [await open_session(http, url) for _ in range(8)]
+
+        async def ping(w: int, n: int) -> None:
+            body = {"jsonrpc": "2.0", "id": w * 1_000_000_000 + n, "method": "ping"}
+            reply, _ = await _rpc(http, url, body, _session_headers(sessions[w % len(sessions)]))
+            assert reply is not None and "result" in reply, reply
+
+        await run_load(16, 1.0, ping)  # warm-up
+        for c in (1, 16, 64):
+            r = out[f"ping c={c}"] = await run_load(c, args.duration, ping, pid)
+            print(
+                f"  {name:9} ping c={c:<3} {r.rate:9.0f}/s  cpu server {r.server_cpu:.2f} client {r.client_cpu:.2f}",
+                flush=True,
+            )
+
+        async def lifecycle(w: int, n: int) -> None:
+            sid = await open_session(http, url)
+            headers = _session_headers(sid)
+            await _rpc(http, url, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers)
+            call = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "add", "arguments": {"a": 1, "b": n}},
+            }
+            reply, _ = await _rpc(http, url, call, headers)
+            assert reply is not None and reply["result"]["structuredContent"] == {"result": 1 + n}, reply
+            async with http.delete(url, headers=headers) as resp:
+                assert resp.status == 200, resp.status
+                await resp.read()
+
+        r = out["lifecycle c=16"] = await run_load(16, args.duration, lifecycle, pid)
+        print(
+            f"  {name:9} lifecycle  {r.rate:9.0f}/s  cpu server {r.server_cpu:.2f} client {r.client_cpu:.2f}",
+            flush=True,
+        )
+
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+        }
+        modern_headers = {**BASE_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "add"}
+
+        async def modern_call(w: int, n: int) -> None:
+            body = {
+                "jsonrpc": "2.0",
+                "id": n,
+                "method": "tools/call",
+                "params": {"name": "add", "arguments": {"a": 1, "b": 2}, "_meta": meta},
+            }
+            reply, _ = await _rpc(http, url, body, modern_headers)
+            assert reply is not None and reply["result"]["structuredContent"] == {"result": 3}, reply
+
+        r = out["modern c=16"] = await run_load(16, args.duration, modern_call, pid)
+        print(
+            f"  {name:9} 2026 call   {r.rate:9.0f}/s  cpu server {r.server_cpu:.2f} client {r.client_cpu:.2f}",
+            flush=True,
+        )
+
+        before = _rss(pid)
+        sem = asyncio.Semaphore(16)
+
+        async def idle_one() -> None:
+            async with sem:
+                await open_session(http, url)
+
+        await asyncio.gather(*(idle_one() for _ in range(args.idle)))
+        created = _rss(pid)
+        await asyncio.sleep(IDLE_SETTLE_S)  # a benchmark may wait: let both servers go idle
+        settled = _rss(pid)
+        out["idle_bytes"] = (settled - before) / args.idle
+        out["peak_bytes"] = (created - before) / args.idle
+        print(f"  {name:9} idle mem   {out['idle_bytes'] / 1024:9.1f} KB/session", flush=True)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_ready(url: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.post(url, data="{}", headers=BASE_HEADERS) as resp:
+                    await resp.read()
+                    return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+def _pin(pid: int, cores: set[int]) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(pid, cores)
+
+
+def main(args: argparse.Namespace) -> None:
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    ports = {"ours": _free_port(), "reference": _free_port()}
+    procs = {
+        name: subprocess.Popen([sys.executable, __file__, "--serve", name, "--port", str(port)])
+        for name, port in ports.items()
+    }
+    pinned = len(cores) >= 2
+    assign = {"ours": {cores[0]}, "reference": {cores[1]}} if pinned else {}
+    try:
+        for name, proc in procs.items():
+            if pinned:
+                _pin(proc.pid, assign[name])
+        results = asyncio.run(drive(args, ports, {n: p.pid for n, p in procs.items()}, cores, assign))
+        report(results)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+
+async def drive(
+    args: argparse.Namespace, ports: dict[str, int], pids: dict[str, int], cores: list[int], assign: dict[str, set[int]]
+) -> dict[str, dict[str, Any]]:
+    for port in ports.values():
+        await _wait_ready(f"http://127.0.0.1:{port}/mcp")
+    print(f"cores: {cores}; servers pinned: {bool(assign)}; {args.duration}s per figure", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name in ("ours", "reference"):
+        if assign:
+            _pin(0, set(cores) - assign[name])  # the generator runs on the other core(s)
+        results[name] = await bench_target(name, f"http://127.0.0.1:{ports[name]}/mcp", pids[name], args)
+    return results
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    ours, ref = results["ours"], results["reference"]
+    print("\nfigure                     ours        reference   ours/ref")
+    for key in ("ping c=1", "ping c=16", "ping c=64", "lifecycle c=16", "modern c=16"):
+        a, b = ours[key], ref[key]
+        print(f"{key + ' /s':24} {a.rate:10.0f}  {b.rate:12.0f}   {a.rate / b.rate:6.2f}x")
+        print(f"{'  p50 ms':24} {a.pct(0.5):10.2f}  {b.pct(0.5):12.2f}   {a.pct(0.5) / b.pct(0.5):6.2f}")
+        print(f"{'  p99 ms':24} {a.pct(0.99):10.2f}  {b.pct(0.99):12.2f}   {a.pct(0.99) / b.pct(0.99):6.2f}")
+        # Server CPU per operation: steadier than rates when other work shares the machine.
+        ca, cb = a.server_cpu / a.rate * 1e6, b.server_cpu / b.rate * 1e6
+        print(f"{'  server CPU us/op':24} {ca:10.0f}  {cb:12.0f}   {ca / cb:6.2f}")
+    a, b = ours["idle_bytes"], ref["idle_bytes"]
+    print(f"{'idle KB/session':24} {a / 1024:10.1f}  {b / 1024:12.1f}   {a / b:6.2f}")
+    a, b = ours["peak_bytes"], ref["peak_bytes"]
+    print(f"{'  right after opening':24} {a / 1024:10.1f}  {b / 1024:12.1f}   {a / b:6.2f}")
+    print(
+        f"{'mean ping c=16 ms':24} {statistics.mean(ours['ping c=16'].latencies) * 1000:10.2f}  "
+        f"{statistics.mean(ref['ping c=16'].latencies) * 1000:12.2f}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput figure")
+    parser.add_argument("--idle", type=int, default=1000, help="sessions opened for the idle-memory figure")
+    parser.add_argument("--serve", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.serve == "ours":
+        serve_ours(ns.port)
+    elif ns.serve == "reference":
+        serve_reference(ns.port)
+    else:
+        main(ns)
