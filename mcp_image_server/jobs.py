@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 JobState = Literal["queued", "submitted", "running", "downloading", "saving", "succeeded", "failed", "cancelled"]
 ACTIVE: Final[frozenset[str]] = frozenset({"queued", "submitted", "running", "downloading", "saving"})
 _STAGE_RE: Final = re.compile(r"^(queued|submitted|running|downloading|saving)\b")
+_VENDOR_JOB_RE: Final = re.compile(r"^submitted (?:job|task) (\S+)")
 _JOB_ID_RE: Final = re.compile(r"^[0-9a-f]{32}$")
 _MAX_FINISHED: Final = 10_000
 
@@ -62,6 +63,8 @@ class Job:
     state: JobState = "queued"
     message: str = "queued"
     provider: str | None = None
+    provider_job_id: str | None = None
+    """The vendor's own job id once submitted (Hunyuan JobId, ModelScope task_id)."""
     queue_position: int | None = None
     started_at: float | None = None
     updated_at: float = 0.0
@@ -86,6 +89,7 @@ class Job:
             "status": self.state,
             "message": self.message,
             "provider": self.provider or self.params.provider,
+            "provider_job_id": self.provider_job_id,
             "prompt": self.params.prompt[:200],
             "queue_position": self.queue_position,
             "created_at": self.created_at,
@@ -187,6 +191,11 @@ class JobManager:
                 return
             m = _STAGE_RE.match(message)
             state: JobState = m.group(1) if m else job.state  # type: ignore[assignment]
+            vendor = _VENDOR_JOB_RE.match(message)
+            if vendor:
+                job.provider_job_id = vendor.group(1)
+            elif message.startswith("running on "):
+                job.provider = message.split()[2]
             job._set(state, message, self._clock())
 
         try:

@@ -92,6 +92,7 @@ class JobSummary(BaseModel):
     status: str
     message: str
     provider: str | None
+    provider_job_id: str | None
     prompt: str
     queue_position: int | None
     created_at: float

@@ -44,12 +44,15 @@ async def test_progress_arrives_in_order_and_at_least_every_interval(stdio_clien
 
 async def test_a_3_s_job_with_a_1_s_wait_hands_back_a_job_then_completes(stdio_client: Any, tmp_path: Path) -> None:
     async with running(stdio_client, tmp_path, {"MCP_HUNYUAN_POLL_INTERVAL": "0.2"},
-                       hunyuan={"job_seconds": 3.0}) as (client, _, _):
+                       hunyuan={"job_seconds": 3.0}) as (client, emus, _):
         first = _sc(await client.call_tool(
             "generate_image", {"prompt": "x", "provider": "hunyuan", "wait_seconds": 1, "inline": "none"}))
         assert first["ok"] and first["status"] in {"queued", "submitted", "running"} and first["job_id"]
         done = _sc(await client.call_tool("get_generation", {"job_id": first["job_id"], "wait_seconds": 30}))
         assert done["status"] == "succeeded" and done["images"][0]["provider"] == "hunyuan"
+        job = _sc(await client.call_tool("list_generations", {}))["jobs"][0]
+        assert job["provider"] == "hunyuan"
+        assert job["provider_job_id"] == emus.hunyuan.requests_to("query")[0].json["JobId"]
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
