@@ -180,8 +180,8 @@ FIELDS: Final[tuple[Field, ...]] = (
           True),
     # http transport
     Field("MCP_SESSION_IDLE_TIMEOUT", "session_idle_timeout", _float_range(1, 7 * 86400), "1800",
-          "Seconds before an idle HTTP session is closed.", True),
-    Field("MCP_MAX_SESSIONS", "max_sessions", _int_range(1, 1_000_000), "1000", "Most concurrent HTTP sessions.", True),
+          "Seconds before an idle HTTP session is closed."),
+    Field("MCP_MAX_SESSIONS", "max_sessions", _int_range(1, 1_000_000), "1000", "Most concurrent HTTP sessions."),
     Field("MCP_ALLOW_UNAUTHENTICATED", "allow_unauthenticated", _bool, "false",
           "Allow a non-loopback bind without MCP_AUTH_TOKEN.", True),
     Field("MCP_ALLOWED_ORIGINS", "allowed_origins", _csv, "", "Extra browser origins allowed (comma-separated)."),
