@@ -15,12 +15,12 @@ from typing import Final
 
 from aiohttp import web
 
+from .assets import DEMO_DIR
+
 __all__ = ["CONTENT_TYPES", "DEMO_DIR", "DEMO_PREFIX", "add_demo_routes"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_DIR: Final = Path(__file__).resolve().parent.parent / "web-design-demo"
-"""The demo's files (a source checkout keeps them next to the package)."""
 
 DEMO_PREFIX: Final = "/demo"
 

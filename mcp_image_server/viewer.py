@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from mcp.server.apps import APP_MIME_TYPE, Apps
 from mcp.server.mcpserver.resources import FunctionResource
 
+from .assets import DEMO_DIR
 from .config import Settings
 
 __all__ = [
@@ -40,8 +41,6 @@ VIEWER_URI: Final = "ui://mcp-image-server/viewer.html"
 VIEWER_TOOLS: Final = ("generate_image", "get_generation")
 """The tools whose results the viewer renders."""
 
-DEMO_DIR: Final = Path(__file__).resolve().parent.parent / "web-design-demo"
-"""The web demo's folder (``demo.DEMO_DIR``; not imported from there, which would load aiohttp under stdio)."""
 
 _STYLESHEET = re.compile(r'<link rel="stylesheet" href="([\w.-]+\.css)">')
 _SCRIPT = re.compile(r'<script type="module" src="([\w.-]+\.js)"></script>')

@@ -1,0 +1,40 @@
+"""The package builds offline into a wheel whose console script runs and which carries the web demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from mcp_image_server import __version__
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_wheel_installs_the_console_script_and_the_demo_files(tmp_path: Path) -> None:
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "-w", str(tmp_path / "dist"), str(REPO)],
+        capture_output=True, text=True, timeout=150,
+    )
+    assert build.returncode == 0, build.stderr
+    wheel = next((tmp_path / "dist").glob("mcp_image_server-*.whl"))
+    prefix = tmp_path / "prefix"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--prefix", str(prefix),
+         str(wheel)],
+        capture_output=True, text=True, timeout=150,
+    )
+    assert install.returncode == 0, install.stderr
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
+    script = prefix / "bin" / "mcp-image-server"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(purelib), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == f"mcp-image-server {__version__}", out.stderr
+    demo = prefix / "share" / "mcp-image-server" / "web-design-demo"
+    assert {"index.html", "gallery.js", "viewer.html"} <= {p.name for p in demo.iterdir()}
