@@ -9,8 +9,6 @@ the fallback model (if set) is tried once, with a warning in the result.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Iterable
@@ -36,7 +34,7 @@ from ..errors import (
 )
 from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult, StyleInfo
 from .base import Provider, ProviderSpec
-from .download import decode_image, gather_all, redact, report, retry_after_seconds
+from .download import decode_b64, decode_image, gather_all, redact, report, retry_after_seconds
 
 if TYPE_CHECKING:
     from volcenginesdkarkruntime import AsyncArk
@@ -334,25 +332,11 @@ class DoubaoProvider(Provider):
                 failure = _map_error(vendor, self._secrets)
                 failure.__cause__ = vendor  # what ``raise ... from vendor`` would record
                 continue
-            data = self._b64(_field(item, "b64_json"))
+            data = decode_b64(_field(item, "b64_json"), provider=NAME, max_bytes=self._max_bytes)
             images.append(await decode_image(data, provider=NAME, want=request.output_format, seed=call.get("seed")))
         if not images and failure is None:
             raise BadImageDataError("doubao returned no images", provider=NAME)
         return images, failure
-
-    def _b64(self, b64: object) -> bytes:
-        if not isinstance(b64, str) or not b64:
-            raise BadImageDataError("doubao returned an item without b64_json", provider=NAME)
-        if len(b64) * 3 // 4 > self._max_bytes:
-            raise BadImageDataError(
-                f"doubao image is larger than the {self._max_bytes} byte limit",
-                provider=NAME,
-                details={"limit_bytes": self._max_bytes},
-            )
-        try:
-            return base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadImageDataError("doubao returned invalid base64", provider=NAME) from exc
 
 
 def _is_configured(settings: Settings) -> bool:

@@ -7,6 +7,8 @@ bytes are untrusted until Pillow has read them as a complete PNG, JPEG or WebP o
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import email.utils
 import io
 import warnings
@@ -150,6 +152,26 @@ def _convert(img: Any, want: str) -> bytes:
         img = img.convert("RGBA")
     img.save(out, want.upper(), **({} if want == "png" else {"quality": 92}))
     return out.getvalue()
+
+
+def decode_b64(b64: object, *, provider: str, max_bytes: int) -> bytes:
+    """Base64 image bytes from a vendor response, size-checked before decoding.
+
+    Raises:
+        BadImageDataError: missing, over ``max_bytes``, or not valid base64.
+    """
+    if not isinstance(b64, str) or not b64:
+        raise BadImageDataError(f"{provider} returned an item without b64_json", provider=provider)
+    if len(b64) * 3 // 4 > max_bytes:
+        raise BadImageDataError(
+            f"{provider} image is larger than the {max_bytes} byte limit",
+            provider=provider,
+            details={"limit_bytes": max_bytes},
+        )
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadImageDataError(f"{provider} returned invalid base64", provider=provider) from exc
 
 
 async def decode_image(

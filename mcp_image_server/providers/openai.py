@@ -7,8 +7,6 @@ retries are off (``max_retries=0``): the provider manager owns retrying.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,7 +37,7 @@ from ..models import (
     StyleInfo,
 )
 from .base import Provider, ProviderSpec
-from .download import decode_image, redact, report, retry_after_seconds
+from .download import decode_b64, decode_image, redact, report, retry_after_seconds
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -231,25 +229,11 @@ class OpenAIProvider(Provider):
         await report(progress, "decoding")
         images = []
         for item in items:
-            data = self._decode_b64(item.b64_json)
+            data = decode_b64(item.b64_json, provider=NAME, max_bytes=self._max_bytes)
             images.append(
                 await decode_image(data, provider=NAME, want=want, revised_prompt=item.revised_prompt or None)
             )
         return images
-
-    def _decode_b64(self, b64: str | None) -> bytes:
-        if not b64:
-            raise BadImageDataError("openai returned an item without b64_json", provider=NAME)
-        if len(b64) * 3 // 4 > self._max_bytes:
-            raise BadImageDataError(
-                f"openai image is larger than the {self._max_bytes} byte limit",
-                provider=NAME,
-                details={"limit_bytes": self._max_bytes},
-            )
-        try:
-            return base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadImageDataError("openai returned invalid base64", provider=NAME) from exc
 
 
 def _is_configured(settings: Settings) -> bool:
