@@ -60,7 +60,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from .errors import JobNotFoundError
 from .jobs import ACTIVE, Job, Update
-from .server import Inline, job_result, owner_of
+from .results import Inline, job_result, owner_of
 from .service import ImageService
 
 __all__ = ["RELATED_TASK_KEY", "TASKS_EXTENSION", "TASK_TOOL", "TasksExtension"]
