@@ -126,12 +126,15 @@ def owner_of(ctx: Context[Any, Any]) -> str:
     headers = ctx.headers
     if headers is None:
         return "stdio"
-    lowered = {k.lower(): v for k, v in headers.items()}
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered.setdefault(name.lower(), value)  # the first copy, the one the transport's auth check reads
     auth = lowered.get("authorization", "")
     token = auth[7:].strip() if auth[:7].lower() == "bearer " else lowered.get("x-api-key", "").strip()
     if not token:
         return "anonymous"
-    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    # Undecodable header bytes arrive as surrogates (aiohttp decodes with surrogateescape): hash the sent bytes.
+    return "token:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _image_info(service: ImageService, record: ImageRecord) -> ImageInfo:

@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
     CallToolResult,
+    GetPromptResult,
     InputRequiredResult,
     TextContent,
     ToolAnnotations,
@@ -93,6 +94,19 @@ class ImageMCPServer(MCPServer[Any]):
                     )
                 )
             raise
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        # The SDK answers an unknown prompt or a missing argument with a bare ValueError: JSON-RPC
+        # code 0 in a session, -32603 "Internal server error" per request, and an ERROR traceback.
+        if self._prompt_manager.get_prompt(name) is None:
+            known = ", ".join(p.name for p in self._prompt_manager.list_prompts())
+            raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name!r}; available prompts: {known}", {"prompt": name})
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except ValueError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc), {"prompt": name}) from exc
 
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Any, Any] | None = None

@@ -33,8 +33,8 @@ __all__ = ["FILE_NAME_RE", "ImageStore", "sanitize_prefix"]
 
 logger = logging.getLogger(__name__)
 
-ID_RE: Final = re.compile(r"^[0-9a-f]{32}$")
-FILE_NAME_RE: Final = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_-]{1,64})-)?(?P<id>[0-9a-f]{32})\.(?:png|jpg|webp)$")
+ID_RE: Final = re.compile(r"^[0-9a-f]{32}\Z")
+FILE_NAME_RE: Final = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_-]{1,64})-)?(?P<id>[0-9a-f]{32})\.(?:png|jpg|webp)\Z")
 """The only file names the store writes, and so the only ones ``/images`` serves."""
 
 _PREFIX_BAD: Final = re.compile(r"[^A-Za-z0-9_-]+")

@@ -38,7 +38,16 @@ from .middleware import (
     make_origin_middleware,
 )
 from .sessions import DEFAULT_LINGER, SessionLimits, SessionManager
-from .wire import KEEPALIVE_SECONDS, MCP_PATHS, PROTOCOL_VERSION_HEADER, LongStreams, jsonrpc_error
+from .wire import (
+    KEEPALIVE_SECONDS,
+    MCP_PATHS,
+    PROTOCOL_VERSION_HEADER,
+    SESSION_HEADER,
+    WRITE_TIMEOUT_KEY,
+    WRITE_TIMEOUT_SECONDS,
+    LongStreams,
+    jsonrpc_error,
+)
 
 __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT",
@@ -82,13 +91,15 @@ def create_http_app(
     clock: Callable[[], float] = time.monotonic,
     linger: float = DEFAULT_LINGER,
     keepalive: float = KEEPALIVE_SECONDS,
+    write_timeout: float = WRITE_TIMEOUT_SECONDS,
 ) -> web.Application:
     """The aiohttp app serving ``mcp_server``.
 
     ``settings`` gives the restart-only values (the bind host); reloadable ones (tokens,
     origins, limits) are read from ``service.settings`` on each request. ``clock`` drives
     session idle expiry (tests inject one); ``linger`` is how long an unused session keeps
-    its SDK loop; ``keepalive`` is the silence after which an SSE stream gets a ping comment.
+    its SDK loop; ``keepalive`` is the silence after which an SSE stream gets a ping comment;
+    ``write_timeout`` is how long a stream write may wait on a client that is not reading.
     Run it with ``AppRunner(app, handler_cancellation=True)`` (as ``run_http`` does): in the
     2026-07-28 era closing the response is how a client cancels a call.
     """
@@ -115,6 +126,7 @@ def create_http_app(
     app[STREAMS_KEY] = LongStreams()
     app[STARTED_KEY] = time.monotonic()
     app[KEEPALIVE_KEY] = keepalive
+    app[WRITE_TIMEOUT_KEY] = write_timeout
     app[PARAM_CHECK_KEY] = modern.ParamHeaderCheck()
     app.cleanup_ctx.append(_mcp_lifespan)
     app.on_shutdown.append(_close_long_streams)
@@ -144,6 +156,11 @@ async def _mcp_endpoint(request: web.Request) -> web.StreamResponse:
         return await modern.handle_modern(
             request, app[LOWLEVEL_KEY], manager.state, limit, app[KEEPALIVE_KEY], app[PARAM_CHECK_KEY]
         )
+    for name in (SESSION_HEADER, PROTOCOL_VERSION_HEADER):
+        if len(request.headers.getall(name, ())) > 1:
+            # As the per-request entry does for its routing headers: readers of the first and of
+            # the last copy (a proxy routing by session, say) would act on different values.
+            return jsonrpc_error(400, INVALID_REQUEST, f"Bad Request: {name} header appears more than once")
     owner = request[OWNER_KEY]
     if request.method == "POST":
         return await legacy.handle_post(request, manager, owner, limit, app[KEEPALIVE_KEY])

@@ -39,6 +39,7 @@ from .wire import (
     open_sse,
     read_body,
     sse_frame,
+    write_frame,
 )
 
 __all__ = ["handle_delete", "handle_get", "handle_post"]
@@ -166,12 +167,12 @@ async def _serve_request(
                 item = await box.get(keepalive if has_sse else None)
             except TimeoutError:
                 stream = stream or await open_sse(request, headers)
-                await stream.write(PING_FRAME)
+                await write_frame(request, stream, PING_FRAME)
                 continue
             if item is None:  # the session ended before the SDK answered
                 if stream is None:
                     return jsonrpc_error(404, INVALID_REQUEST, "Session terminated", request_id=message.id)
-                await stream.write_eof()
+                await write_frame(request, stream, eof=True)
                 return stream
             final = isinstance(item, JSONRPCResponse | JSONRPCError)
             if final and opening:
@@ -183,9 +184,9 @@ async def _serve_request(
                     headers=headers if established or not opening else None,
                 )
             stream = stream or await open_sse(request, headers)
-            await stream.write(sse_frame(item))
+            await write_frame(request, stream, sse_frame(item))
             if final:
-                await stream.write_eof()
+                await write_frame(request, stream, eof=True)
                 return stream
     except SessionGone:
         return _session_not_found()
@@ -225,12 +226,12 @@ async def handle_get(
             try:
                 item = await box.get(keepalive)
             except TimeoutError:
-                await stream.write(PING_FRAME)
+                await write_frame(request, stream, PING_FRAME)
                 continue
             if item is None:
                 break
-            await stream.write(sse_frame(item))
-        await stream.write_eof()
+            await write_frame(request, stream, sse_frame(item))
+        await write_frame(request, stream, eof=True)
         return stream
     except SessionGone:
         return _session_not_found()

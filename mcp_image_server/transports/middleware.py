@@ -86,6 +86,12 @@ def _origin_key(origin: str) -> tuple[str, str, int | None] | None:
     return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
 
 
+def _digest(token: str) -> bytes:
+    # Header values arrive with undecodable bytes as surrogates (aiohttp decodes UTF-8 with
+    # surrogateescape); encoding them back the same way hashes the bytes that were sent.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
     """Who may call: token digests, allowed origins, and (on a loopback bind) allowed Host names."""
@@ -99,7 +105,7 @@ class AccessPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings, bind_host: str) -> AccessPolicy:
-        digests = tuple(hashlib.sha256(t.get().encode()).digest() for t in settings.auth_tokens)
+        digests = tuple(_digest(t.get()) for t in settings.auth_tokens)
         # No token on a public bind only runs with MCP_ALLOW_UNAUTHENTICATED; if a reload
         # removed every token there, fail closed rather than open.
         required = bool(digests) or not (is_loopback_host(bind_host) or settings.allow_unauthenticated)
@@ -138,7 +144,7 @@ class AccessPolicy:
         """The digest of the matching token, else ``None``; every token is compared (constant time)."""
         if presented is None:
             return None
-        digest = hashlib.sha256(presented.encode()).digest()
+        digest = _digest(presented)
         found: bytes | None = None
         for candidate in self.token_digests:
             if hmac.compare_digest(digest, candidate):
@@ -251,12 +257,37 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.add("Vary", "Origin")
 
 
+_CREDENTIAL_HEADERS: Final = ("Authorization", "X-API-Key")
+
+
+def _is_text(request: web.BaseRequest, names: Iterable[str]) -> bool:
+    try:
+        for name in names:
+            for value in request.headers.getall(name, []):
+                value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
 def _credential(request: web.BaseRequest) -> str | None:
-    auth = request.headers.get("Authorization")
-    if auth is not None:
-        scheme, _, value = auth.strip().partition(" ")
-        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-    return request.headers.get("X-API-Key")
+    """The token presented as ``Authorization: Bearer`` (or, without that header, ``X-API-Key``).
+
+    Repeated headers must agree: readers that take the first copy and readers that take the
+    last (a proxy, the tool layer's job owner) would otherwise see different callers. Copies
+    that disagree, or an Authorization that is not a bearer token, present no credential.
+    """
+    auths = request.headers.getall("Authorization", [])
+    if auths:
+        tokens = {_bearer(value) for value in auths}
+        return tokens.pop() if len(tokens) == 1 else None
+    keys = set(request.headers.getall("X-API-Key", []))
+    return keys.pop() if len(keys) == 1 else None
 
 
 def make_auth_middleware(
@@ -268,6 +299,10 @@ def make_auth_middleware(
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not _is_mcp(request):
             return await handler(request)
+        if not _is_text(request, _CREDENTIAL_HEADERS):
+            # Undecodable bytes (kept as surrogates by aiohttp) would break whatever reads the
+            # header as text later, such as the job-owner fingerprint on a server without tokens.
+            return _error_body(request, 400, "Bad Request: credentials must be UTF-8 text")
         current = policy()
         if not current.auth_required:
             request[OWNER_KEY] = b""

@@ -60,6 +60,7 @@ from .wire import (
     accepts,
     jsonrpc_error,
     read_body,
+    write_frame,
 )
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class _ResponseSink:
                     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
                     await response.prepare(self._request)
                     self.response = response
-                await self.response.write(frame)
+                await write_frame(self._request, self.response, frame)
             except ConnectionResetError:
                 raise anyio.BrokenResourceError from None
 
@@ -249,7 +250,7 @@ async def handle_modern(
         return _reply(reply)
     try:
         await sink.send(_sse_event(reply))
-        await sink.response.write_eof()
-    except anyio.BrokenResourceError:
+        await write_frame(request, sink.response, eof=True)
+    except (anyio.BrokenResourceError, ConnectionResetError):
         logger.debug("client went away before the reply to %r", req.id)
     return sink.response

@@ -23,6 +23,8 @@ __all__ = [
     "PROTOCOL_VERSION_HEADER",
     "SESSION_HEADER",
     "SSE_HEADERS",
+    "WRITE_TIMEOUT_KEY",
+    "WRITE_TIMEOUT_SECONDS",
     "LongStreams",
     "Mailbox",
     "accepts",
@@ -31,6 +33,7 @@ __all__ = [
     "open_sse",
     "read_body",
     "sse_frame",
+    "write_frame",
 ]
 
 MCP_PATHS: Final = ("/mcp", "/mcp/v1/messages")
@@ -42,6 +45,12 @@ JSON_CONTENT_TYPE: Final = "application/json"
 
 KEEPALIVE_SECONDS: Final = 15.0
 """Silence after which an SSE stream gets a ``: ping`` comment (the SDK's interval), so proxies keep it open."""
+
+WRITE_TIMEOUT_SECONDS: Final = 60.0
+"""A stream write that cannot finish in this long (the kernel's buffers and ours are full: the client
+has taken nothing for a while) cuts the client off. Without it, a client that stops reading but
+keeps its socket open pins its handler, and a handshake-era session, which then never idles out."""
+WRITE_TIMEOUT_KEY: Final = web.AppKey("sse_write_timeout", float)
 
 SSE_HEADERS: Final[Mapping[str, str]] = {
     "Content-Type": "text/event-stream",
@@ -98,6 +107,27 @@ async def open_sse(request: web.BaseRequest, headers: Mapping[str, str] | None =
     return response
 
 
+async def write_frame(
+    request: web.Request, response: web.StreamResponse, data: bytes = b"", *, eof: bool = False
+) -> None:
+    """Write ``data`` to a stream (and end it with ``eof``), within the app's write timeout.
+
+    Raises:
+        ConnectionResetError: the client is gone, or was cut off for not reading.
+    """
+    timeout = request.app.get(WRITE_TIMEOUT_KEY, WRITE_TIMEOUT_SECONDS)
+    try:
+        async with asyncio.timeout(timeout):
+            if eof:
+                await response.write_eof(data)
+            else:
+                await response.write(data)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"the client took nothing for {timeout:g} s: cut off") from None
+
+
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` (chunked bodies included).
 
@@ -138,6 +168,10 @@ class Mailbox:
         self._items: deque[JSONRPCMessage] = deque()
         self._getter: asyncio.Future[None] | None = None
         self._putters: list[asyncio.Future[None]] | None = None
+
+    def __len__(self) -> int:
+        """Messages queued and not yet written (at most ``_MAILBOX_LIMIT``)."""
+        return len(self._items)
 
     async def put(self, message: JSONRPCMessage) -> None:
         """Queue ``message``; dropped silently once the response is gone (the client left)."""

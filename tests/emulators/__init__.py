@@ -12,7 +12,9 @@ is the same for all four::
 Fault kinds (each emulator lists its own in ``supported_faults``): ``rate_limit``, ``quota``,
 ``server_error``, ``unavailable``, ``hang``, ``malformed``, ``moderation``, ``invalid_argument``,
 ``auth``, ``unknown_model``, ``job_failed``, and the result-byte faults ``not_image``, ``corrupt``,
-``truncated``, ``oversized``. Run ``python -m tests.emulators`` to serve all four by hand.
+``truncated``, ``oversized``, and ``stall`` (headers and half the body, then nothing until
+``release()``; ``on="files"`` stalls a result download). Run ``python -m tests.emulators`` to serve
+all four by hand.
 """
 
 from .common import Emulator, Fault, RecordedRequest, render_image

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "FILE_FAULTS",
+    "STREAM_FAULTS",
     "Emulator",
     "Fault",
     "RecordedRequest",
@@ -31,6 +32,13 @@ __all__ = [
 FILE_FAULTS: Final = frozenset({"not_image", "corrupt", "truncated", "oversized"})
 """Faults that spoil result bytes. They queue on the pseudo-route ``result`` and are used up
 when the emulator hands out image bytes: at ``GET /files/...`` or when inlining base64."""
+
+STREAM_FAULTS: Final = frozenset({"stall"})
+"""Faults of the connection itself, on any route (``on="files"`` for result downloads). ``stall``
+sends the status, the headers and half of the body the request would have got, then holds
+the rest until ``release()`` (a vendor or CDN that stops mid-body)."""
+
+_STALL: Final = web.RequestKey("emulator_stall", bool)
 
 NOT_AN_IMAGE: Final = b"<html><body>403 Forbidden: signature expired</body></html>"
 """What a CDN serves instead of an image when things go wrong."""
@@ -126,7 +134,7 @@ class Emulator:
         await self.stop()
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._stall_middleware])
         self.add_routes(app)
         app.router.add_get("/files/{name}", self._serve_file)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
@@ -223,6 +231,8 @@ class Emulator:
             fault=fault.kind if fault else None,
         )
         self.requests.append(rec)
+        if fault is not None and fault.kind == "stall":
+            request[_STALL] = True  # the reply is produced as usual; the middleware cuts it short
         if fault is not None and fault.kind == "hang":
             self.hangs += 1
             self.hanging.set()
@@ -255,6 +265,29 @@ class Emulator:
         if fault.kind == "oversized":
             return oversized_png(int(fault.params.get("size", 4 * 1024 * 1024)))
         return data
+
+    @web.middleware
+    async def _stall_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if not request.get(_STALL) or not isinstance(response, web.Response) or response.body is None:
+            return response
+        body = bytes(response.body)  # type: ignore[arg-type]  # emulator replies are always bytes
+        stalled = web.StreamResponse(status=response.status, headers=response.headers)
+        stalled.content_length = len(body)
+        await stalled.prepare(request)
+        try:
+            await stalled.write(body[: len(body) // 2])
+            self.hangs += 1
+            self.hanging.set()
+            if not self._closing:
+                await self._release.wait()
+            await stalled.write(body[len(body) // 2 :])
+            await stalled.write_eof()
+        except ConnectionError:
+            pass  # the client gave up on the rest, as it should
+        return stalled
 
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         _, fault = await self.enter(request, "files")

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .common import FILE_FAULTS, Emulator, json_bytes
+from .common import FILE_FAULTS, STREAM_FAULTS, Emulator, json_bytes
 
 __all__ = ["DoubaoEmulator", "size_error"]
 
@@ -82,7 +82,7 @@ class DoubaoEmulator(Emulator):
 
     vendor = "doubao"
     api_route = "generate"
-    supported_faults = frozenset({"hang", "malformed", "output_moderation", *_FAULTS, *FILE_FAULTS})
+    supported_faults = frozenset({"hang", "malformed", "output_moderation", *_FAULTS, *FILE_FAULTS, *STREAM_FAULTS})
 
     def __init__(
         self,

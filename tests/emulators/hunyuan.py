@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final
 
 from aiohttp import web
 
-from .common import FILE_FAULTS, Emulator, RecordedRequest, json_bytes
+from .common import FILE_FAULTS, STREAM_FAULTS, Emulator, RecordedRequest, json_bytes
 
 __all__ = ["RESOLUTIONS", "STYLES", "HunyuanEmulator"]
 
@@ -101,6 +101,7 @@ class HunyuanEmulator(Emulator):
     fault_routes: ClassVar[Mapping[str, str]] = {"job_failed": "query"}
     supported_faults = frozenset(
         {"hang", "server_error", "malformed", "missing_request_id", "job_failed", *_API_FAULTS, *FILE_FAULTS}
+        | STREAM_FAULTS
     )
 
     def __init__(

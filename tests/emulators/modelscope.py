@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Final
 
 from aiohttp import web
 
-from .common import FILE_FAULTS, Emulator, json_bytes
+from .common import FILE_FAULTS, STREAM_FAULTS, Emulator, json_bytes
 
 __all__ = ["ModelScopeEmulator"]
 
@@ -55,7 +55,7 @@ class ModelScopeEmulator(Emulator):
     vendor = "modelscope"
     api_route = "submit"
     fault_routes: ClassVar[Mapping[str, str]] = {"job_failed": "task"}
-    supported_faults = frozenset({"hang", "malformed", "job_failed", *_FAULTS, *FILE_FAULTS})
+    supported_faults = frozenset({"hang", "malformed", "job_failed", *_FAULTS, *FILE_FAULTS, *STREAM_FAULTS})
 
     def __init__(
         self,

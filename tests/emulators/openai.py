@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .common import FILE_FAULTS, Emulator, json_bytes
+from .common import FILE_FAULTS, STREAM_FAULTS, Emulator, json_bytes
 
 __all__ = ["OpenAIEmulator"]
 
@@ -82,7 +82,7 @@ class OpenAIEmulator(Emulator):
 
     vendor = "openai"
     api_route = "generate"
-    supported_faults = frozenset({"hang", "malformed", *_FAULTS, *FILE_FAULTS})
+    supported_faults = frozenset({"hang", "malformed", *_FAULTS, *FILE_FAULTS, *STREAM_FAULTS})
 
     def __init__(
         self,
