@@ -175,7 +175,10 @@ class JobManager:
         return job
 
     def _settle(self, job: Job) -> None:
-        """A task cancelled before its first step never ran ``_execute``'s handlers: finish it here."""
+        """Runs when the job's task ends: drop the task (a finished job is kept for an hour and
+        should cost little), and finish a task cancelled before its first step, which never
+        ran ``_execute``'s handlers."""
+        job.task = None
         if job.done:
             return
         if job in self._waiting:

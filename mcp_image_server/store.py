@@ -92,12 +92,13 @@ class ImageStore:
         save_dir: Path,
         *,
         clock: Callable[[], float] = time.time,
-        max_items: int = 10_000,
+        max_items: int = 2048,
     ) -> None:
         self.save_dir = save_dir
         self._records_dir = save_dir / _RECORDS
         self._clock = clock
-        # Entries carry their own expiry; the cache's ttl only bounds memory.
+        # Entries carry their own expiry; the cache's ttl only bounds memory. A miss reads the
+        # sidecar from disk, so the cache stays small: it holds the recently used records only.
         self._cache: TTLCache[str, ImageRecord] = TTLCache(maxsize=max_items, ttl=10 * 365 * 86400, timer=clock)
 
     def open(self) -> None:

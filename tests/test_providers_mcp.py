@@ -16,7 +16,7 @@ from .emulators import DoubaoEmulator, HunyuanEmulator, ModelScopeEmulator, Open
 pytestmark = pytest.mark.timeout(120)
 
 KEYS = {
-    "TENCENT_SECRET_ID": "AKIDFAKEhunyuan0000000001",
+    "TENCENT_SECRET_ID": "AKID-FAKE-hunyuan0000000001",
     "TENCENT_SECRET_KEY": "FAKE-tencent-secret-key-0001",
     "OPENAI_API_KEY": "sk-FAKE-openai-key-0001",
     "DOUBAO_API_KEY": "ark-FAKE-doubao-key-0001",

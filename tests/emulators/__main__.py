@@ -21,7 +21,7 @@ from .openai import OpenAIEmulator
 
 # Recognisable fakes: never real credentials.
 FAKE_KEYS = {
-    "tencent_id": "AKIDFAKEemulator0001",
+    "tencent_id": "AKID-FAKE-emulator0001",
     "tencent_key": "FAKE-tencent-emulator-key",
     "openai": "sk-FAKE-openai-emulator",
     "doubao": "ark-FAKE-doubao-emulator",

@@ -21,7 +21,7 @@ from mcp_image_server.errors import ImageServerError
 from mcp_image_server.providers.base import Provider, ProviderSpec
 from tests.emulators import DoubaoEmulator, HunyuanEmulator, ModelScopeEmulator, OpenAIEmulator
 
-TENCENT_ID = "AKIDFAKEhunyuanID0001"
+TENCENT_ID = "AKID-FAKE-hunyuanID0001"
 TENCENT_KEY = "FAKE-tencent-SECRET-KEY-5678"
 OPENAI_KEY = "sk-FAKE-openai-SECRET-1234"
 DOUBAO_KEY = "ark-FAKE-doubao-SECRET-9012"

@@ -77,7 +77,7 @@ async def test_generate_submits_signed_job_polls_and_downloads(
     }
     assert submit.headers["Content-Type"] == "application/json"
     assert submit.headers["X-TC-Region"] == "ap-guangzhou" and submit.headers["X-TC-Version"] == "2023-09-01"
-    assert submit.headers["Authorization"].startswith("TC3-HMAC-SHA256 Credential=AKIDFAKE")
+    assert submit.headers["Authorization"].startswith("TC3-HMAC-SHA256 Credential=AKID-FAKE-")
     assert len(hunyuan_emu.requests_to("query")) == hunyuan_emu.job_polls + 1
     assert len(hunyuan_emu.requests_to("files")) == 2
     assert progress.messages[0].startswith("submitted job 1300000000-")
@@ -296,7 +296,7 @@ async def test_invalid_requests_fail_before_any_call(
 async def test_success_logs_carry_no_secrets(hunyuan: Make, caplog: pytest.LogCaptureFixture) -> None:
     await hunyuan().generate(_req())
     assert "Credential=***" in caplog.text  # the SDK's DEBUG dump ran, redacted
-    for secret in ("AKIDFAKEhunyuanID0001", "FAKE-tencent-SECRET-KEY-5678"):
+    for secret in ("AKID-FAKE-hunyuanID0001", "FAKE-tencent-SECRET-KEY-5678"):
         assert secret not in caplog.text
 
 

@@ -54,7 +54,7 @@ OWNER = hashlib.sha256(TOKEN.encode()).digest()
 WAIT = 15.0
 MAILBOX_LIMIT = 64
 """Messages one response may have queued before its sender waits (``transports/wire.py``)."""
-KEYS = {"TENCENT_SECRET_ID": "AKIDFAKEdisconnect0001", "TENCENT_SECRET_KEY": "FAKE-disconnect-secret-0001"}
+KEYS = {"TENCENT_SECRET_ID": "AKID-FAKE-disconnect0001", "TENCENT_SECRET_KEY": "FAKE-disconnect-secret-0001"}
 
 
 @dataclass

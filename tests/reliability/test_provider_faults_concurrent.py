@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "faults-token-9e2"
 KEYS = {
-    "TENCENT_SECRET_ID": "AKIDFAKEfaults00000001",
+    "TENCENT_SECRET_ID": "AKID-FAKE-faults00000001",
     "TENCENT_SECRET_KEY": "FAKE-faults-tencent-key",
     "OPENAI_API_KEY": "sk-FAKE-faults-openai",
     "DOUBAO_API_KEY": "ark-FAKE-faults-doubao",
