@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,18 +19,28 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def test_wheel_installs_the_console_script_and_the_demo_files(tmp_path: Path) -> None:
+    # Build from a copy: an in-tree build leaves build/ and *.egg-info in the checkout, and pip
+    # must not mistake the checkout on PYTHONPATH (as ./mcp-server sets it) for an installed copy.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "mcp_image_server", "web-design-demo"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, src / name)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "-w", str(tmp_path / "dist"), str(REPO)],
-        capture_output=True, text=True, timeout=150,
+         "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path,
     )
     assert build.returncode == 0, build.stderr
     wheel = next((tmp_path / "dist").glob("mcp_image_server-*.whl"))
     prefix = tmp_path / "prefix"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--prefix", str(prefix),
-         str(wheel)],
-        capture_output=True, text=True, timeout=150,
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
+         "--prefix", str(prefix), str(wheel)],
+        capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path,
     )
     assert install.returncode == 0, install.stderr
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
