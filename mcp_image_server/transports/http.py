@@ -33,9 +33,7 @@ from .middleware import (
     add_cors_headers,
     error_middleware,
     is_loopback_host,
-    make_auth_middleware,
-    make_body_limit_middleware,
-    make_origin_middleware,
+    make_access_middleware,
 )
 from .sessions import DEFAULT_LINGER, SessionLimits, SessionManager
 from .wire import (
@@ -108,9 +106,7 @@ def create_http_app(
     app = web.Application(
         middlewares=[
             error_middleware,
-            make_origin_middleware(policy),
-            make_auth_middleware(policy),
-            make_body_limit_middleware(lambda: current().max_body_bytes),
+            make_access_middleware(policy, lambda: current().max_body_bytes),
         ],
         client_max_size=settings.max_body_bytes,
     )

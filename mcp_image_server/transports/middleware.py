@@ -1,4 +1,4 @@
-"""Small middleware factories: errors as JSON, Host/Origin + CORS, bearer auth, body size.
+"""Two middlewares: errors as JSON, and admission (Host/Origin + CORS, bearer auth, body size).
 
 Configuration arrives by closure as a ``policy()`` callable that returns the policy of the
 current settings snapshot, so a ``reload_config`` that rotates tokens or origins applies to
@@ -32,9 +32,7 @@ __all__ = [
     "add_cors_headers",
     "error_middleware",
     "is_loopback_host",
-    "make_auth_middleware",
-    "make_body_limit_middleware",
-    "make_origin_middleware",
+    "make_access_middleware",
 ]
 
 logger = logging.getLogger(__name__)
@@ -206,13 +204,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_body(request, 500, "Internal Server Error")
 
 
-def make_origin_middleware(
-    policy: Callable[[], AccessPolicy],
-) -> Middleware:
-    """Host check (421, loopback binds), Origin check (403) and CORS preflight answers."""
+def make_access_middleware(policy: Callable[[], AccessPolicy], body_limit: Callable[[], int]) -> Middleware:
+    """Admission, in order: Host (421, loopback binds) and Origin (403) checks, CORS preflight
+    answers, credentials on the MCP endpoint (401), and the declared body size (413).
+
+    One layer rather than one per check: aiohttp wraps every middleware around every request.
+    """
 
     @web.middleware
-    async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         current = policy()
         if not current.host_allowed(request.headers.get("Host")):
             return _error_body(request, 421, "Invalid Host header")
@@ -223,9 +223,14 @@ def make_origin_middleware(
             request[_CORS_ORIGIN_KEY] = origin
         if request.method == "OPTIONS":
             return _preflight(request, origin)
+        if _is_mcp(request) and (refused := _authenticate(request, current)) is not None:
+            return refused
+        declared = request.content_length
+        if declared is not None and declared > body_limit():
+            return _error_body(request, 413, "Request body too large")
         return await handler(request)
 
-    return origin_middleware
+    return access_middleware
 
 
 def _preflight(request: web.Request, origin: str | None) -> web.Response:
@@ -290,52 +295,27 @@ def _credential(request: web.BaseRequest) -> str | None:
     return keys.pop() if len(keys) == 1 else None
 
 
-def make_auth_middleware(
-    policy: Callable[[], AccessPolicy],
-) -> Middleware:
-    """Bearer (or X-API-Key) on the MCP endpoint; other routes are public on purpose."""
-
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not _is_mcp(request):
-            return await handler(request)
-        if not _is_text(request, _CREDENTIAL_HEADERS):
-            # Undecodable bytes (kept as surrogates by aiohttp) would break whatever reads the
-            # header as text later, such as the job-owner fingerprint on a server without tokens.
-            return _error_body(request, 400, "Bad Request: credentials must be UTF-8 text")
-        current = policy()
-        if not current.auth_required:
-            request[OWNER_KEY] = b""
-            return await handler(request)
-        owner = current.authenticate(_credential(request))
-        if owner is None:
-            logger.info("401 for %s %s from %s", request.method, request.path, request.remote)
-            body = {
-                "error": "invalid_token",
-                "error_description": "Missing or invalid token: send Authorization: Bearer <token> (or X-API-Key)",
-            }
-            return web.Response(
-                status=401,
-                body=json.dumps(body).encode(),
-                content_type=JSON_CONTENT_TYPE,
-                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
-            )
-        request[OWNER_KEY] = owner
-        return await handler(request)
-
-    return auth_middleware
-
-
-def make_body_limit_middleware(
-    limit: Callable[[], int],
-) -> Middleware:
-    """413 before reading a body whose declared length is over the limit (chunked ones are cut while read)."""
-
-    @web.middleware
-    async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        declared = request.content_length
-        if declared is not None and declared > limit():
-            return _error_body(request, 413, "Request body too large")
-        return await handler(request)
-
-    return body_limit_middleware
+def _authenticate(request: web.Request, current: AccessPolicy) -> web.Response | None:
+    """Bearer (or X-API-Key) on the MCP endpoint: ``None`` admits (recording the owner), else the refusal."""
+    if not _is_text(request, _CREDENTIAL_HEADERS):
+        # Undecodable bytes (kept as surrogates by aiohttp) would break whatever reads the
+        # header as text later, such as the job-owner fingerprint on a server without tokens.
+        return _error_body(request, 400, "Bad Request: credentials must be UTF-8 text")
+    if not current.auth_required:
+        request[OWNER_KEY] = b""
+        return None
+    owner = current.authenticate(_credential(request))
+    if owner is None:
+        logger.info("401 for %s %s from %s", request.method, request.path, request.remote)
+        body = {
+            "error": "invalid_token",
+            "error_description": "Missing or invalid token: send Authorization: Bearer <token> (or X-API-Key)",
+        }
+        return web.Response(
+            status=401,
+            body=json.dumps(body).encode(),
+            content_type=JSON_CONTENT_TYPE,
+            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+        )
+    request[OWNER_KEY] = owner
+    return None

@@ -207,24 +207,23 @@ async def handle_modern(
     if req.method == _LISTEN and not has_sse:
         return web.Response(status=406)
 
-    if (duplicated := find_duplicated_routing_header(request.headers.items())) is not None:
+    raw_headers = list(request.headers.items())
+    if (duplicated := find_duplicated_routing_header(raw_headers)) is not None:
         return _rejection(
             InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once"), req.id
         )
-    # Lower-case names (the SDK's checks expect ASGI-style headers), duplicates kept.
-    headers = CIMultiDict((name.lower(), value) for name, value in request.headers.items())
-    verdict = classify_inbound_request(decoded, headers=dict(headers))
+    # Lower-case names, as the SDK's checks expect (ASGI style); of repeated headers the first
+    # copy wins, the one the auth check read.
+    headers = {name.lower(): value for name, value in reversed(raw_headers)}
+    verdict = classify_inbound_request(decoded, headers=headers)
     if isinstance(verdict, InboundLadderRejection):
         return _rejection(verdict, req.id)
-    # The SDK reads only ``.headers`` off the request here.
-    view = cast(Any, SimpleNamespace(headers=headers))
-    rejected = (
-        await _mcp_param_rejection(server, view, req, verdict, lifespan_state)
-        if param_check.needed(server, req)
-        else None
-    )
-    if rejected is not None:
-        return _rejection(rejected, req.id)
+    if param_check.needed(server, req):
+        # The SDK reads only ``.headers`` off the request here, duplicates included (a repeated
+        # ``Mcp-Param-*`` header is its to refuse).
+        view = cast(Any, SimpleNamespace(headers=CIMultiDict((name.lower(), value) for name, value in raw_headers)))
+        if (rejected := await _mcp_param_rejection(server, view, req, verdict, lifespan_state)) is not None:
+            return _rejection(rejected, req.id)
 
     connection = Connection.from_envelope(verdict.protocol_version, verdict.client_info, verdict.client_capabilities)
     dctx = _SingleExchangeDispatchContext(
