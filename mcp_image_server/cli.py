@@ -51,6 +51,33 @@ IO_THREADS = 32
 default pool (cores + 4) makes a burst of finished generations queue behind each other."""
 
 
+MALLOC_ARENAS = 2
+"""glibc malloc arenas for a long-running HTTP server (``MALLOC_ARENA_MAX`` overrides)."""
+
+
+def limit_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas, before any worker thread exists; ``False`` where that does not apply.
+
+    glibc gives threads that allocate at once their own arena, up to eight per core. Image
+    buffers are freed into the arena of whichever of the ``IO_THREADS`` workers made them and
+    reused only by that worker, so resident memory creeps upward under a steady load. In
+    ``benchmarks/soak.py`` (5 minutes) RSS grew 11% after warm-up with the default and 5-7%
+    with two arenas, levelling off, at the same throughput. Other C libraries and platforms
+    are left alone.
+    """
+    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        import ctypes
+
+        m_arena_max = -8  # malloc.h
+        return bool(ctypes.CDLL(None).mallopt(m_arena_max, MALLOC_ARENAS))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 def configure_event_loop() -> None:
     """Give the running loop a default executor sized for I/O-bound bursts."""
     from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mcp-image-server: {exc.message}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
+    # A shared, long-running service; a stdio server lives as long as an IDE session.
+    if settings.transport == "http" and limit_malloc_arenas():
+        logger.debug("glibc malloc arenas capped at %d (MALLOC_ARENA_MAX overrides)", MALLOC_ARENAS)
     command = os.environ.get("MCP_IMAGE_SERVER_COMMAND", "mcp-image-server")
     try:
         asyncio.run(_serve(settings, overrides, command))

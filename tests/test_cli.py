@@ -8,6 +8,7 @@ import pty
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,44 @@ def test_launcher_reuses_a_ready_venv_without_pip(tmp_path: Path) -> None:
     )
     assert out.returncode == 0 and out.stdout.strip() == f"mcp-image-server {__version__}"
     assert "installing" not in out.stderr
+
+
+_ARENAS = """
+import ctypes, sys, threading
+from mcp_image_server.cli import limit_malloc_arenas
+print(limit_malloc_arenas(), flush=True) if sys.argv[1] == "cap" else print("default", flush=True)
+barrier, keep = threading.Barrier(8), []
+def work():
+    keep.extend(bytes(10_000) for _ in range(50))  # malloc'd (past pymalloc), under the mmap threshold
+    barrier.wait()  # all alive at once: none hands its arena back early
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(mode: str, env: dict[str, str]) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", _ARENAS, mode], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip(), sum(line.startswith("Arena ") for line in out.stderr.splitlines())
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc malloc only"
+)
+def test_http_servers_cap_malloc_arenas(tmp_path: Path) -> None:
+    env = {k: v for k, v in server_env(tmp_path / "images").items() if k != "MALLOC_ARENA_MAX"}
+    assert _arenas("default", env)[1] > 2  # eight allocating threads get arenas of their own by default
+    assert _arenas("cap", env) == ("True", 2)
+    # An operator's own MALLOC_ARENA_MAX wins: glibc read it at start and it is left alone.
+    assert _arenas("cap", {**env, "MALLOC_ARENA_MAX": "4"})[0] == "False"
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc malloc only"
+)
+async def test_the_http_server_applies_the_arena_cap_at_start(tmp_path: Path, http_server: Any) -> None:
+    async with http_server(env={"MCP_LOG_LEVEL": "DEBUG"}):
+        pass
+    assert "glibc malloc arenas capped at 2" in (tmp_path / "http-server.log").read_text()
