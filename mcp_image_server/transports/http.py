@@ -30,7 +30,6 @@ from . import legacy, modern
 from .middleware import (
     OWNER_KEY,
     PolicySource,
-    add_cors_headers,
     error_middleware,
     is_loopback_host,
     make_access_middleware,
@@ -68,6 +67,7 @@ LOWLEVEL_KEY: Final = web.AppKey("mcp_lowlevel_server", Server)
 STARTED_KEY: Final = web.AppKey("started_at", float)
 KEEPALIVE_KEY: Final = web.AppKey("sse_keepalive", float)
 PARAM_CHECK_KEY: Final = web.AppKey("mcp_param_check", modern.ParamHeaderCheck)
+SILENCE_KEY: Final = web.AppKey("mcp_silence_watch", modern.SilenceWatch)
 
 _IMAGE_TYPES: Final = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 _IMAGE_CACHE: Final = "public, max-age=86400, immutable"
@@ -124,9 +124,9 @@ def create_http_app(
     app[KEEPALIVE_KEY] = keepalive
     app[WRITE_TIMEOUT_KEY] = write_timeout
     app[PARAM_CHECK_KEY] = modern.ParamHeaderCheck()
+    app[SILENCE_KEY] = modern.SilenceWatch(keepalive)
     app.cleanup_ctx.append(_mcp_lifespan)
     app.on_shutdown.append(_close_long_streams)
-    app.on_response_prepare.append(add_cors_headers)
 
     for path in MCP_PATHS:
         app.router.add_route("*", path, _mcp_endpoint)
@@ -150,7 +150,7 @@ async def _mcp_endpoint(request: web.Request) -> web.StreamResponse:
             return jsonrpc_error(400, INVALID_REQUEST, f"Unsupported protocol version: {version[:40]!r}")
         # The per-request entry answers an unknown version on a POST with -32022 and the supported list.
         return await modern.handle_modern(
-            request, app[LOWLEVEL_KEY], manager.state, limit, app[KEEPALIVE_KEY], app[PARAM_CHECK_KEY]
+            request, app[LOWLEVEL_KEY], manager.state, limit, app[SILENCE_KEY], app[PARAM_CHECK_KEY]
         )
     for name in (SESSION_HEADER, PROTOCOL_VERSION_HEADER):
         if len(request.headers.getall(name, ())) > 1:

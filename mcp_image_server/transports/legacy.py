@@ -111,7 +111,7 @@ async def handle_post(
     except SessionGone:
         return _session_not_found()
     try:
-        await session.deliver(SessionMessage(message, ServerMessageMetadata(request_context=request)))
+        session.deliver(SessionMessage(message, ServerMessageMetadata(request_context=request)))
     except SessionGone:
         return _session_not_found()
     finally:
@@ -159,7 +159,7 @@ async def _serve_request(
             can_send_request=has_sse,
             on_request_unanswered=functools.partial(_answer_cancelled, box, message.id),
         )
-        await session.deliver(SessionMessage(message, metadata))
+        session.deliver(SessionMessage(message, metadata))
         headers = {SESSION_HEADER: session.id}
         stream: web.StreamResponse | None = None
         while True:

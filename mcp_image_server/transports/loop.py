@@ -1,17 +1,18 @@
 """The SDK loop behind one handshake-era session, and what survives it between runs.
 
-A loop is the SDK's own loop-mode driver: a ``JSONRPCDispatcher`` over a memory stream pair
-running a ``ServerRunner`` (the recipe of ``mcp.server.runner.serve_loop`` and
+A loop is the SDK's own loop-mode driver: a ``JSONRPCDispatcher`` running a ``ServerRunner`` (the recipe of ``mcp.server.runner.serve_loop`` and
 ``serve_connection``, which ``Server.run`` and the SDK's Starlette transport use), with the
-``Connection`` built here so that a restarted loop can pick up what the previous one negotiated. Our part is only moving messages: client
-messages go into the read stream, and ``Writer`` routes whatever the dispatcher writes to the
-HTTP response waiting for it.
+``Connection`` built here so that a restarted loop can pick up what the previous one negotiated. Our part is only moving messages: ``Inbox``
+(the dispatcher's read stream) takes client messages in, and ``Writer`` (its write stream)
+routes whatever the dispatcher writes to the HTTP response waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import anyio
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner, aclose_shielded
-from mcp.shared._context_streams import ContextSendStream, create_context_streams
 from mcp.shared.dispatcher import CallOptions, DispatchContext
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
@@ -33,7 +33,7 @@ from .wire import Mailbox
 if TYPE_CHECKING:
     from mcp.server.lowlevel.server import Server
 
-__all__ = ["Runtime", "Saved", "StandaloneChannel", "start_loop"]
+__all__ = ["Inbox", "Runtime", "Saved", "StandaloneChannel", "start_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +85,10 @@ class Runtime:
     __slots__ = (
         "connection",
         "dispatcher",
+        "inbox",
         "mailboxes",
         "on_quiet",
         "pending_notifications",
-        "read_send",
         "standalone",
         "stopping",
         "task",
@@ -96,11 +96,11 @@ class Runtime:
 
     def __init__(
         self,
-        read_send: ContextSendStream[SessionMessage | Exception],
+        inbox: Inbox,
         dispatcher: JSONRPCDispatcher[TransportContext],
         connection: Connection,
     ) -> None:
-        self.read_send = read_send
+        self.inbox = inbox
         self.dispatcher = dispatcher
         self.connection = connection
         self.mailboxes: dict[RequestId, Mailbox] = {}
@@ -120,13 +120,84 @@ class Runtime:
     def stop(self) -> None:
         """EOF on the read stream: the dispatcher finishes its loop and ``serve_connection`` returns."""
         self.stopping = True
-        self.read_send.close()
+        self.inbox.close()
 
     def close_mailboxes(self) -> None:
         for box in self.mailboxes.values():
             box.close()
         if self.standalone is not None:
             self.standalone.close()
+
+
+class Inbox:
+    """The dispatcher's read stream: client messages in arrival order, each with its sender's context.
+
+    It does what the SDK's context-carrying memory stream does (the dispatcher reads
+    ``last_context`` to run each handler in the context of the request that sent it) without
+    anyio's checkpoint on each side, which cost every request two extra turns of the event
+    loop. ``put`` never waits: how many messages can queue is bounded by the requests in
+    flight, each of which then waits for its own reply. After ``close`` what is queued is still
+    read, then the stream ends, as a closed memory stream drains its buffer.
+    """
+
+    __slots__ = ("_closed", "_items", "_waiter", "last_context")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[contextvars.Context, SessionMessage]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self.last_context: contextvars.Context | None = None
+
+    def put(self, message: SessionMessage) -> None:
+        """Queue ``message`` for the dispatcher.
+
+        Raises:
+            anyio.ClosedResourceError: the stream was closed (the loop is winding down).
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._items.append((contextvars.copy_context(), message))
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def receive(self) -> SessionMessage:
+        while not self._items:
+            if self._closed:
+                raise anyio.EndOfStream
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.last_context, message = self._items.popleft()
+        return message
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
 
 class StandaloneChannel:
@@ -215,16 +286,16 @@ def start_loop(
     on_done: Callable[[Runtime], None],
 ) -> Runtime:
     """Start the SDK loop for a session (restoring ``saved``); ``on_done`` runs when it ends."""
-    read_send, read_receive = create_context_streams[SessionMessage | Exception](0)
+    inbox = Inbox()
     writer = Writer()
     dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
-        read_receive, writer, transport_builder=_transport_context, inline_methods=_INLINE
+        inbox, writer, transport_builder=_transport_context, inline_methods=_INLINE
     )
     # ``serve_loop`` passes the dispatcher itself as the standalone channel; ours outlives it.
     connection = Connection.for_loop(channel, session_id=session_id)
     if saved is not None:
         saved.restore(connection)
-    rt = writer._runtime = channel.runtime = Runtime(read_send, dispatcher, connection)
+    rt = writer._runtime = channel.runtime = Runtime(inbox, dispatcher, connection)
 
     # ``serve_connection``'s body, with notification handlers counted: winding a loop down (EOF)
     # cancels handlers still running, so a session only winds down once none is pending.

@@ -22,14 +22,13 @@ from aiohttp.typedefs import Middleware
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from ..config import Settings
-from .wire import JSON_CONTENT_TYPE, MCP_PATHS, jsonrpc_error
+from .wire import CORS_ORIGIN_KEY, JSON_CONTENT_TYPE, MCP_PATHS, add_cors_headers, jsonrpc_error
 
 __all__ = [
     "CORS_ALLOW_HEADERS",
     "OWNER_KEY",
     "AccessPolicy",
     "PolicySource",
-    "add_cors_headers",
     "error_middleware",
     "is_loopback_host",
     "make_access_middleware",
@@ -41,7 +40,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OWNER_KEY: Final = web.RequestKey("mcp_owner", bytes)
 """Digest of the credential that authenticated the request (``b""`` without auth); sessions bind to it."""
-_CORS_ORIGIN_KEY: Final = web.RequestKey("mcp_cors_origin", str)
 
 REALM: Final = "mcp-image-server"
 WWW_AUTHENTICATE: Final = f'Bearer realm="{REALM}", error="invalid_token"'
@@ -56,7 +54,6 @@ CORS_ALLOW_HEADERS: Final = (
     "Last-Event-ID",
     "X-API-Key",
 )
-_CORS_EXPOSE: Final = "Mcp-Session-Id, WWW-Authenticate, Retry-After"
 _CORS_METHODS: Final = "GET, POST, DELETE, OPTIONS"
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
@@ -187,21 +184,27 @@ def _error_body(
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as JSON; an unexpected exception is logged and becomes a bare 500.
 
-    Nothing a client sends should get here as a 500 (the tests feed it hostile input).
+    Nothing a client sends should get here as a 500 (the tests feed it hostile input). Being
+    outermost, it also puts the CORS headers on every response not yet sent (streams sent from
+    a handler got them from ``open_sse``).
     """
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == JSON_CONTENT_TYPE:
+            add_cors_headers(request, exc)
             raise
-        return _error_body(request, exc.status, exc.reason, exc.headers.items())
+        response = _error_body(request, exc.status, exc.reason, exc.headers.items())
     except ConnectionResetError:
         # The client left mid-response; aiohttp drops the rest quietly. 499: "client closed request".
         logger.debug("client went away during %s %s", request.method, request.path)
         return web.Response(status=499)
     except Exception:
         logger.exception("unhandled error serving %s %s", request.method, request.path)
-        return _error_body(request, 500, "Internal Server Error")
+        response = _error_body(request, 500, "Internal Server Error")
+    if not response.prepared:
+        add_cors_headers(request, response)
+    return response
 
 
 def make_access_middleware(policy: Callable[[], AccessPolicy], body_limit: Callable[[], int]) -> Middleware:
@@ -220,7 +223,7 @@ def make_access_middleware(policy: Callable[[], AccessPolicy], body_limit: Calla
         if origin is not None:
             if not current.origin_allowed(origin):
                 return _error_body(request, 403, "Origin not allowed")
-            request[_CORS_ORIGIN_KEY] = origin
+            request[CORS_ORIGIN_KEY] = origin
         if request.method == "OPTIONS":
             return _preflight(request, origin)
         if _is_mcp(request) and (refused := _authenticate(request, current)) is not None:
@@ -250,16 +253,6 @@ def _preflight(request: web.Request, origin: str | None) -> web.Response:
             }
         )
     return web.Response(status=204, headers=headers)
-
-
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: CORS headers on every response to an allowed browser origin (SSE too)."""
-    origin = request.get(_CORS_ORIGIN_KEY)
-    if origin is None:
-        return
-    response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE
-    response.headers.add("Vary", "Origin")
 
 
 _CREDENTIAL_HEADERS: Final = ("Authorization", "X-API-Key")

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
+import pydantic_core
 from aiohttp import web
 from mcp.server._streamable_http_modern import (  # pyright: ignore[reportPrivateUsage]
     _INVALID_BODY,  # pyright: ignore[reportPrivateUsage]
@@ -26,10 +27,9 @@ from mcp.server._streamable_http_modern import (  # pyright: ignore[reportPrivat
     _mcp_param_rejection,  # pyright: ignore[reportPrivateUsage]
     _SingleExchangeDispatchContext,  # pyright: ignore[reportPrivateUsage]
     _sse_event,  # pyright: ignore[reportPrivateUsage]
-    _to_jsonrpc_response,  # pyright: ignore[reportPrivateUsage]
 )
 from mcp.server.connection import Connection
-from mcp.server.runner import serve_one
+from mcp.server.runner import modern_error_data, serve_one
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     InboundLadderRejection,
@@ -56,9 +56,9 @@ from pydantic import ValidationError
 from .wire import (
     JSON_CONTENT_TYPE,
     PROTOCOL_VERSION_HEADER,
-    SSE_HEADERS,
     accepts,
     jsonrpc_error,
+    open_sse,
     read_body,
     write_frame,
 )
@@ -66,7 +66,7 @@ from .wire import (
 if TYPE_CHECKING:
     from mcp.server.lowlevel.server import Server
 
-__all__ = ["ParamHeaderCheck", "handle_modern"]
+__all__ = ["ParamHeaderCheck", "SilenceWatch", "handle_modern"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +74,13 @@ _PING: Final = b": ping\r\n\r\n"
 _LISTEN: Final = "subscriptions/listen"
 
 
-def _reply(message: JSONRPCResponse | JSONRPCError) -> web.Response:
-    """One JSON body with the spec's status for the error code (as the SDK's ``_write``)."""
-    if isinstance(message, JSONRPCError):
-        status = ERROR_CODE_HTTP_STATUS.get(message.error.code, 200)
-        if message.id is None:
-            # JSON-RPC wants ``"id": null`` on the wire when the id could not be read.
-            body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
-            body["id"] = None
-            return web.Response(status=status, body=json.dumps(body).encode(), content_type=JSON_CONTENT_TYPE)
-    else:
-        status = 200
-    payload = message.model_dump_json(by_alias=True, exclude_none=True).encode()
+def _reply(error: JSONRPCError) -> web.Response:
+    """A JSON-RPC error with the spec's status for its code (as the SDK's ``_write``)."""
+    body = error.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if error.id is None:
+        body["id"] = None  # JSON-RPC wants ``"id": null`` on the wire when the id could not be read
+    status = ERROR_CODE_HTTP_STATUS.get(error.error.code, 200)
+    payload = json.dumps(body, separators=(",", ":")).encode()
     return web.Response(status=status, body=payload, content_type=JSON_CONTENT_TYPE)
 
 
@@ -97,47 +92,78 @@ def _rejection(rejection: InboundLadderRejection, request_id: RequestId | None) 
 class _ResponseSink:
     """The dispatch context's ``sink``: SSE frames written onto this POST's response, lazily opened."""
 
-    def __init__(self, request: web.Request, keepalive: float) -> None:
+    __slots__ = ("_lock", "_pinger", "_request", "response")
+
+    def __init__(self, request: web.Request) -> None:
         self._request = request
-        self._keepalive = keepalive
         self._lock = asyncio.Lock()
         self.response: web.StreamResponse | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._pinger: asyncio.Task[None] | None = None
 
     async def send(self, frame: bytes) -> None:
         async with self._lock:
             try:
                 if self.response is None:
-                    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-                    await response.prepare(self._request)
-                    self.response = response
+                    self.response = await open_sse(self._request)
                 await write_frame(self._request, self.response, frame)
             except ConnectionResetError:
                 raise anyio.BrokenResourceError from None
 
-    def start_keepalive(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self._keepalive, self._start_pinger)
+    def start_pinging(self, interval: float) -> None:
+        self._pinger = asyncio.get_running_loop().create_task(self._ping_forever(interval))
 
-    async def stop_keepalive(self) -> None:
-        """Stop pinging; never interrupts a ping halfway (the lock), so the response stays well-formed."""
-        if self._timer is not None:
-            self._timer.cancel()
+    async def stop_pinging(self) -> None:
+        """Never interrupts a ping halfway (the lock), so the response stays well-formed."""
         if self._pinger is not None:
             async with self._lock:
                 self._pinger.cancel()
 
-    def _start_pinger(self) -> None:
-        self._pinger = asyncio.get_running_loop().create_task(self._ping_forever())
-
-    async def _ping_forever(self) -> None:
+    async def _ping_forever(self, interval: float) -> None:
         # Silence past the window: commit to SSE and ping so proxies keep the stream open.
         try:
             while True:
                 await self.send(_PING)
-                await asyncio.sleep(self._keepalive)
+                await asyncio.sleep(interval)
         except anyio.BrokenResourceError:
             pass
+
+
+class SilenceWatch:
+    """Starts pinging the SSE-capable responses that stay silent for ``keepalive`` seconds.
+
+    One timer serves every response: each waits the same span, so deadlines come due in the
+    order the responses started and the earliest one is always first in line. (A timer per
+    request cost more than the rest of this module's framing.)
+    """
+
+    def __init__(self, keepalive: float) -> None:
+        self.keepalive = keepalive
+        self._due: dict[_ResponseSink, float] = {}
+        """Watched sinks and their deadlines, in deadline order (insertion order)."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, sink: _ResponseSink) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = self._due[sink] = loop.time() + self.keepalive
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._fire)
+
+    def unwatch(self, sink: _ResponseSink) -> None:
+        # The timer stays armed: when it fires it re-arms for whichever sink is first by then,
+        # so under load it fires about once per ``keepalive`` instead of costing every request.
+        self._due.pop(sink, None)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._due:
+            sink, deadline = next(iter(self._due.items()))
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._fire)
+                return
+            del self._due[sink]
+            sink.start_pinging(self.keepalive)
 
 
 class ParamHeaderCheck:
@@ -176,7 +202,7 @@ async def handle_modern(
     server: Server[Any],
     lifespan_state: Any,
     body_limit: int,
-    keepalive: float,
+    silence: SilenceWatch,
     param_check: ParamHeaderCheck,
 ) -> web.StreamResponse:
     """Serve one self-contained 2026-07-28 POST (GET and DELETE get 405)."""
@@ -187,8 +213,8 @@ async def handle_modern(
         return web.Response(status=406)
     body = await read_body(request, body_limit)
     try:
-        decoded = json.loads(body)
-    except (ValueError, RecursionError):
+        decoded = pydantic_core.from_json(body)
+    except ValueError:  # also past the parser's nesting limit
         return jsonrpc_error(400, PARSE_ERROR, "Parse error")
 
     if _is_notification_shaped(decoded):
@@ -234,21 +260,27 @@ async def handle_modern(
     )
     sink: _ResponseSink | None = None
     if has_sse:
-        sink = _ResponseSink(request, keepalive)
-        dctx.sink = cast(Any, sink)
-        sink.start_keepalive()
+        sink = dctx.sink = cast(Any, _ResponseSink(request))
+        silence.watch(sink)
+    reply: JSONRPCError | None = None
     try:
-        reply = await _to_jsonrpc_response(
-            req.id,
-            serve_one(server, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state),
+        result = await serve_one(
+            server, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state
         )
+    except Exception as exc:  # noqa: BLE001 - the exception-to-wire boundary (the SDK's ``_to_jsonrpc_response``)
+        reply = JSONRPCError(jsonrpc="2.0", id=req.id, error=modern_error_data(exc))
     finally:
         if sink is not None:
-            await sink.stop_keepalive()
+            silence.unwatch(sink)
+            await sink.stop_pinging()
     if sink is None or sink.response is None:
-        return _reply(reply)
+        if reply is not None:
+            return _reply(reply)
+        # The bytes ``JSONRPCResponse`` would dump (``result`` is plain JSON data), without the model.
+        payload = pydantic_core.to_json({"jsonrpc": "2.0", "id": req.id, "result": result})
+        return web.Response(body=payload, content_type=JSON_CONTENT_TYPE)
     try:
-        await sink.send(_sse_event(reply))
+        await sink.send(_sse_event(reply or JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)))
         await write_frame(request, sink.response, eof=True)
     except (anyio.BrokenResourceError, ConnectionResetError):
         logger.debug("client went away before the reply to %r", req.id)

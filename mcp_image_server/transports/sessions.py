@@ -137,7 +137,7 @@ class Session:
         if not self.busy and self.running and not self.ended:
             self._manager._idle(self)  # pyright: ignore[reportPrivateUsage]
 
-    async def deliver(self, message: SessionMessage) -> None:
+    def deliver(self, message: SessionMessage) -> None:
         """Hand one client message to the SDK loop (call between ``acquire`` and ``release``).
 
         Raises:
@@ -147,8 +147,8 @@ class Session:
         if rt is None or self.ended:
             raise SessionGone
         try:
-            await rt.read_send.send(message)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            rt.inbox.put(message)
+        except anyio.ClosedResourceError:
             raise SessionGone from None
         if isinstance(message.message, JSONRPCNotification):
             rt.pending_notifications += 1  # the loop spawns a handler for it; see ``hibernate``

@@ -16,6 +16,7 @@ from aiohttp import web
 from mcp_types import JSONRPCMessage
 
 __all__ = [
+    "CORS_ORIGIN_KEY",
     "JSON_CONTENT_TYPE",
     "KEEPALIVE_SECONDS",
     "MCP_PATHS",
@@ -28,6 +29,7 @@ __all__ = [
     "LongStreams",
     "Mailbox",
     "accepts",
+    "add_cors_headers",
     "jsonrpc_error",
     "message_bytes",
     "open_sse",
@@ -59,19 +61,36 @@ SSE_HEADERS: Final[Mapping[str, str]] = {
 }
 PING_FRAME: Final = b": ping\n\n"
 
+CORS_ORIGIN_KEY: Final = web.RequestKey("mcp_cors_origin", str)
+"""The request's ``Origin`` once admission allowed it; absent for clients that are not browsers."""
+_CORS_EXPOSE: Final = "Mcp-Session-Id, WWW-Authenticate, Retry-After"
+
 _MAILBOX_LIMIT: Final = 64
 """Messages queued for one response before the producing handler waits (back-pressure, bounded memory)."""
 
 
 def accepts(request: web.BaseRequest) -> tuple[bool, bool]:
-    """``(json, sse)``: which response types the client's Accept allows (wildcards count)."""
+    """``(json, sse)``: which response types the client's Accept allows (wildcards count).
+
+    Remembered per header value: a client sends the same Accept on every request.
+    """
     header = request.headers.get("Accept", "")
-    types = {part.split(";", 1)[0].strip().lower() for part in header.split(",")}
-    wildcard = "*/*" in types
-    return (
-        wildcard or "application/json" in types or "application/*" in types,
-        wildcard or "text/event-stream" in types or "text/*" in types,
-    )
+    verdict = _ACCEPT_SEEN.get(header)
+    if verdict is None:
+        types = {part.split(";", 1)[0].strip().lower() for part in header.split(",")}
+        wildcard = "*/*" in types
+        verdict = (
+            wildcard or "application/json" in types or "application/*" in types,
+            wildcard or "text/event-stream" in types or "text/*" in types,
+        )
+        if len(_ACCEPT_SEEN) >= _ACCEPT_SEEN_MAX:
+            _ACCEPT_SEEN.clear()
+        _ACCEPT_SEEN[header] = verdict
+    return verdict
+
+
+_ACCEPT_SEEN: dict[str, tuple[bool, bool]] = {}
+_ACCEPT_SEEN_MAX: Final = 64
 
 
 def jsonrpc_error(
@@ -100,9 +119,24 @@ def sse_frame(message: JSONRPCMessage) -> bytes:
     return b"event: message\ndata: " + message_bytes(message) + b"\n\n"
 
 
+def add_cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """CORS headers for an allowed browser origin; call before ``response`` is prepared.
+
+    Called where responses are finished (the error middleware, ``open_sse``) rather than from
+    ``on_response_prepare``: that signal costs every response a coroutine, browser or not.
+    """
+    origin = request.get(CORS_ORIGIN_KEY)
+    if origin is None:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE
+    response.headers.add("Vary", "Origin")
+
+
 async def open_sse(request: web.BaseRequest, headers: Mapping[str, str] | None = None) -> web.StreamResponse:
     """Send the headers of an SSE response now; the body follows frame by frame."""
-    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **(headers or {})})
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS)
+    add_cors_headers(request, response)
     await response.prepare(request)
     return response
 
@@ -138,10 +172,13 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     if declared is not None:
         if declared > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
-        try:
-            return await request.content.readexactly(declared)
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial  # the client gave up mid-body: parsing it will fail cleanly
+        body = request.content.read_nowait(declared)  # usually the whole body has arrived already
+        if len(body) < declared:
+            try:
+                body += await request.content.readexactly(declared - len(body))
+            except asyncio.IncompleteReadError as exc:
+                body += exc.partial  # the client gave up mid-body: parsing it will fail cleanly
+        return body
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():

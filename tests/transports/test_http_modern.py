@@ -185,6 +185,25 @@ async def test_a_silent_call_commits_to_sse_and_pings(start_server: Any, http: C
     assert final["result"]["structuredContent"] == {"result": "done"}
 
 
+async def test_calls_that_start_at_different_times_are_each_pinged_on_time(
+    start_server: Any, http: ClientSession, h: Any
+) -> None:
+    """One timer watches every response: it re-arms past answered calls and for calls that come later."""
+    server = await start_server(keepalive=0.5)
+    quick = _request("tools/call", h, {"name": "add", "arguments": {"a": 1, "b": 2}})
+    async with http.post(server.url, json=quick, headers=h.modern_headers("tools/call", "add")) as resp:
+        assert resp.content_type == "application/json"  # answered within its window: no stream, no ping
+    slow = _request("tools/call", h, {"name": "slow", "arguments": {"steps": 0}})
+    async with http.post(server.url, json=slow, headers=h.modern_headers("tools/call", "slow")) as first:
+        assert await h.next_line(first) == ": ping"
+        async with http.post(server.url, json=slow, headers=h.modern_headers("tools/call", "slow")) as second:
+            assert await h.next_line(second) == ": ping"
+            server.gate.release.set()
+            for resp in (first, second):
+                final = await h.next_sse_message(resp)
+                assert final is not None and final["result"]["structuredContent"] == {"result": "done"}
+
+
 async def test_closing_the_response_cancels_the_call(server: Any, http: ClientSession, h: Any) -> None:
     body = _request("tools/call", h, {"name": "slow", "arguments": {"steps": 0}})
 

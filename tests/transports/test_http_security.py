@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 from mcp.shared.exceptions import MCPError
+from yarl import URL
 
 from mcp_image_server.config import Secret, Settings
 from mcp_image_server.errors import ConfigError
@@ -186,6 +187,34 @@ async def test_responses_to_an_allowed_origin_expose_the_session_header(
         assert stream.status == 200
         assert stream.headers["Access-Control-Allow-Origin"] == origin
         assert "Mcp-Session-Id" in stream.headers["Access-Control-Expose-Headers"]
+
+
+async def test_refusals_errors_and_streams_opened_mid_call_carry_cors_headers(
+    start_server: Any, http: ClientSession, h: Any
+) -> None:
+    """A browser can read none of these without the headers: a 401, a raised 404, a 2026-07-28 stream."""
+    server = await start_server(tokens=(TOKEN,), keepalive=0.05)
+    origin = "http://localhost:5173"
+    async with http.post(server.url, json={}, headers={**h.LEGACY_HEADERS, "Origin": origin}) as resp:
+        assert resp.status == 401
+        assert resp.headers["Access-Control-Allow-Origin"] == origin
+    async with http.get(URL(server.url).with_path("/images/nope.png"), headers={"Origin": origin}) as resp:
+        assert resp.status == 404
+        assert resp.headers["Access-Control-Allow-Origin"] == origin
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"steps": 0}, "_meta": h.modern_meta()},
+    }
+    headers = h.modern_headers("tools/call", "slow", Authorization=f"Bearer {TOKEN}", Origin=origin)
+    async with http.post(server.url, json=body, headers=headers) as resp:
+        assert await h.next_line(resp) == ": ping"  # committed to SSE mid-call
+        assert resp.headers["Access-Control-Allow-Origin"] == origin
+        assert "Origin" in resp.headers.getall("Vary")
+        server.gate.release.set()
+        final = await h.next_sse_message(resp)
+        assert final is not None and final["result"]["structuredContent"] == {"result": "done"}
 
 
 async def test_bodies_over_the_limit_are_413(start_server: Any, http: ClientSession, h: Any) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import weakref
 from typing import Any
 
+import anyio
+import pytest
 from aiohttp import ClientSession
+from mcp.shared.message import SessionMessage
+from mcp_types import JSONRPCNotification
 
+from mcp_image_server.transports.loop import Inbox
 from mcp_image_server.transports.sessions import SessionLimits, SessionManager
 
 
@@ -221,3 +227,35 @@ async def test_a_wind_down_never_cuts_a_client_notification_short(server: Any, h
         assert resp.status == 202
     async with asyncio.timeout(h.WAIT):
         await server.gate.roots_changed.wait()
+
+
+async def test_the_inbox_hands_over_messages_in_order_each_in_its_senders_context() -> None:
+    """The SDK loop's read stream: it runs each handler in the context of the request that sent it."""
+    sender: contextvars.ContextVar[int] = contextvars.ContextVar("sender")
+    inbox = Inbox()
+    got: list[tuple[str, int]] = []
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for message in inbox:
+            assert isinstance(message.message, JSONRPCNotification) and inbox.last_context is not None
+            got.append((message.message.method, inbox.last_context[sender]))
+            first.set()
+
+    def put(n: int) -> None:
+        sender.set(n)
+        inbox.put(SessionMessage(JSONRPCNotification(jsonrpc="2.0", method=f"m{n}")))
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0)  # one turn: the reader is now parked on the empty inbox
+    put(0)
+    async with asyncio.timeout(5):
+        await first.wait()
+    put(1)
+    put(2)
+    inbox.close()  # what is queued is still read, then the stream ends
+    with pytest.raises(anyio.ClosedResourceError):
+        put(3)
+    async with asyncio.timeout(5):
+        await reader
+    assert got == [("m0", 0), ("m1", 1), ("m2", 2)]
