@@ -8,16 +8,18 @@ Run by hand, not a test::
 Both servers run as child processes of this script serving the same ``MCPServer`` (a cheap
 async ``add`` tool, and ``add_sync``, the same as a sync function), each pinned to its own core
 where the machine has two or more; the load generator pins itself to the core of the server it
-is *not* driving. The generator speaks raw HTTP/1.1 over keep-alive connections (``RawHTTP``):
-a general-purpose client costs more CPU per request than the servers do and would flatten
-every ratio. One generator drives both in the same run and prints every figure with the ratio
+is *not* driving. Each figure is measured in short slices that alternate between the two
+servers (``--rounds``), so a change in machine speed during the run (other tenants, clock
+scaling) weighs on both alike. The generator speaks raw HTTP/1.1 over keep-alive connections
+(``RawHTTP``): a general-purpose client costs more CPU per request than the servers do and
+would flatten every ratio. One generator drives both in the same run and prints every figure with the ratio
 ours/reference:
 
 * ``ping`` requests/s and p50/p99 latency at concurrency 1, 16, 64 over 8 sessions (2025-11-25);
 * full session lifecycles/s (initialize, initialized, tools/list, one call, DELETE);
 * 2026-07-28 per-request ``tools/call`` calls/s of ``add`` (the era has no ``ping``);
 * the same with ``add_sync``, for information: the SDK runs a sync tool in a worker thread,
-  and that hop (about 100 us, identical in both servers) bounds the ratio below 2;
+  and that hop (about 100 us of server CPU, the same in both servers) narrows the ratio;
 * resident memory per idle session, measured over 1000 sessions once they are idle.
 
 Targets (issue 3): >= 2x the reference on calls/s and lifecycles/s, p99 no worse, <= 10 KB
@@ -34,7 +36,6 @@ import json
 import logging
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,18 @@ class Result:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
+    @classmethod
+    def pooled(cls, slices: list[Result]) -> Result:
+        """One figure from the interleaved slices of a run (CPU shares weighted by time)."""
+        seconds = sum(r.seconds for r in slices)
+        return cls(
+            sum(r.count for r in slices),
+            seconds,
+            [t for r in slices for t in r.latencies],
+            sum(r.server_cpu * r.seconds for r in slices) / seconds,
+            sum(r.client_cpu * r.seconds for r in slices) / seconds,
+        )
+
 
 class RawHTTP:
     """One keep-alive HTTP/1.1 connection speaking just enough HTTP for this benchmark.
@@ -199,7 +212,9 @@ class RawHTTP:
         self._reader = self._writer = None
 
 
-async def _rpc(conn: RawHTTP, body: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+async def _rpc(
+    conn: RawHTTP, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """POST one message; return the JSON-RPC reply (JSON or SSE) and the response headers."""
     status, resp_headers, raw = await conn.request("POST", "/mcp", headers, json.dumps(body).encode())
     if status >= 400:
@@ -271,85 +286,95 @@ def _rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def bench_target(name: str, port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+ROWS: tuple[tuple[str, str, int], ...] = (
+    ("ping c=1", "ping", 1),
+    ("ping c=16", "ping", 16),
+    ("ping c=64", "ping", 64),
+    ("lifecycle c=16", "lifecycle", 16),
+    ("2026 call c=16", "add", 16),
+    ("2026 sync tool", "add_sync", 16),
+)
+"""(figure, operation, concurrency)."""
+
+
+@dataclass
+class Target:
+    """One server under test and the operations the generator runs against it."""
+
+    name: str
+    port: int
+    pid: int
+    generator_cores: set[int] | None
+    """Where the generator runs while driving this server (the other core), if pinning is possible."""
+    conns: list[RawHTTP]
+    ops: dict[str, Callable[[int, int], Awaitable[None]]]
+
+    async def run(self, concurrency: int, seconds: float, op: str) -> Result:
+        if self.generator_cores:
+            _pin(0, self.generator_cores)
+        return await run_load(concurrency, seconds, self.ops[op], self.pid)
+
+
+async def prepare(name: str, port: int, pid: int, generator_cores: set[int] | None) -> Target:
     conns = [RawHTTP("127.0.0.1", port) for _ in range(64)]  # one connection per worker
-    try:
-        sessions = [await open_session(conns[0]) for _ in range(8)]
+    sessions = [await open_session(conns[0]) for _ in range(8)]
 
-        async def ping(w: int, n: int) -> None:
-            body = {"jsonrpc": "2.0", "id": w * 1_000_000_000 + n, "method": "ping"}
-            reply, _ = await _rpc(conns[w], body, _session_headers(sessions[w % len(sessions)]))
-            assert reply is not None and "result" in reply, reply
+    async def ping(w: int, n: int) -> None:
+        body = {"jsonrpc": "2.0", "id": w * 1_000_000_000 + n, "method": "ping"}
+        reply, _ = await _rpc(conns[w], body, _session_headers(sessions[w % len(sessions)]))
+        assert reply is not None and "result" in reply, reply
 
-        def show(label: str, r: Result) -> None:
-            print(f"  {name:9} {label:14} {r.rate:9.0f}/s  cpu server {r.server_cpu:.2f} client {r.client_cpu:.2f}",
-                  flush=True)
-
-        await run_load(16, 1.0, ping)  # warm-up
-        for c in (1, 16, 64):
-            show(f"ping c={c}", r := await run_load(c, args.duration, ping, pid))
-            out[f"ping c={c}"] = r
-
-        async def lifecycle(w: int, n: int) -> None:
-            conn = conns[w]
-            sid = await open_session(conn)
-            headers = _session_headers(sid)
-            await _rpc(conn, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers)
-            call = {
-                "jsonrpc": "2.0",
-                "id": 2,
-                "method": "tools/call",
-                "params": {"name": "add", "arguments": {"a": 1, "b": n}},
-            }
-            reply, _ = await _rpc(conn, call, headers)
-            assert reply is not None and reply["result"]["structuredContent"] == {"result": 1 + n}, reply
-            status, _, _ = await conn.request("DELETE", "/mcp", headers)
-            assert status == 200, status
-
-        show("lifecycle", r := await run_load(16, args.duration, lifecycle, pid))
-        out["lifecycle c=16"] = r
-
-        meta = {
-            "io.modelcontextprotocol/protocolVersion": MODERN,
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+    async def lifecycle(w: int, n: int) -> None:
+        conn = conns[w]
+        sid = await open_session(conn)
+        headers = _session_headers(sid)
+        await _rpc(conn, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "add", "arguments": {"a": 1, "b": n}},
         }
-        for tool, key in (("add", "2026 call c=16"), ("add_sync", "2026 sync tool")):
-            modern_headers = {**BASE_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call",
-                              "Mcp-Name": tool}
+        reply, _ = await _rpc(conn, call, headers)
+        assert reply is not None and reply["result"]["structuredContent"] == {"result": 1 + n}, reply
+        status, _, _ = await conn.request("DELETE", "/mcp", headers)
+        assert status == 200, status
 
-            async def modern_call(w: int, n: int, tool: str = tool, headers: dict[str, str] = modern_headers) -> None:
-                body = {
-                    "jsonrpc": "2.0",
-                    "id": n,
-                    "method": "tools/call",
-                    "params": {"name": tool, "arguments": {"a": 1, "b": 2}, "_meta": meta},
-                }
-                reply, _ = await _rpc(conns[w], body, headers)
-                assert reply is not None and reply["result"]["structuredContent"] == {"result": 3}, reply
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+    }
 
-            show(key, r := await run_load(16, args.duration, modern_call, pid))
-            out[key] = r
+    def modern_call(tool: str) -> Callable[[int, int], Awaitable[None]]:
+        headers = {**BASE_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": tool}
 
-        before = _rss(pid)
-        pending = iter(range(args.idle))
+        async def call(w: int, n: int) -> None:
+            body = {
+                "jsonrpc": "2.0",
+                "id": n,
+                "method": "tools/call",
+                "params": {"name": tool, "arguments": {"a": 1, "b": 2}, "_meta": meta},
+            }
+            reply, _ = await _rpc(conns[w], body, headers)
+            assert reply is not None and reply["result"]["structuredContent"] == {"result": 3}, reply
 
-        async def opener(w: int) -> None:
-            for _ in pending:
-                await open_session(conns[w])
+        return call
 
-        await asyncio.gather(*(opener(w) for w in range(16)))
-        created = _rss(pid)
-        await asyncio.sleep(IDLE_SETTLE_S)  # a benchmark may wait: let both servers go idle
-        settled = _rss(pid)
-        out["idle_bytes"] = (settled - before) / args.idle
-        out["peak_bytes"] = (created - before) / args.idle
-        print(f"  {name:9} idle mem       {out['idle_bytes'] / 1024:9.1f} KB/session", flush=True)
-    finally:
-        for conn in conns:
-            await conn.close()
-    return out
+    ops = {"ping": ping, "lifecycle": lifecycle, "add": modern_call("add"), "add_sync": modern_call("add_sync")}
+    return Target(name, port, pid, generator_cores, conns, ops)
+
+
+async def open_idle_sessions(target: Target, count: int) -> None:
+    if target.generator_cores:
+        _pin(0, target.generator_cores)
+    pending = iter(range(count))
+
+    async def opener(w: int) -> None:
+        for _ in pending:
+            await open_session(target.conns[w])
+
+    await asyncio.gather(*(opener(w) for w in range(16)))
 
 
 def _free_port() -> int:
@@ -404,21 +429,63 @@ async def drive(
 ) -> dict[str, dict[str, Any]]:
     for port in ports.values():
         await _wait_ready(port)
-    print(f"cores: {cores}; servers pinned: {bool(assign)}; {args.duration}s per figure", flush=True)
-    results: dict[str, dict[str, Any]] = {}
-    for name in ("ours", "reference"):
-        if assign:
-            _pin(0, set(cores) - assign[name])  # the generator runs on the other core(s)
-        results[name] = await bench_target(name, ports[name], pids[name], args)
+    print(
+        f"cores: {cores}; servers pinned: {bool(assign)}; {args.duration}s per figure and server, "
+        f"in {args.rounds} interleaved slices",
+        flush=True,
+    )
+    targets = [
+        await prepare(name, ports[name], pids[name], set(cores) - assign[name] if assign else None)
+        for name in ("ours", "reference")
+    ]
+    try:
+        for target in targets:  # warm-up: every code path once, not measured
+            for op in target.ops:
+                await target.run(16, 0.5, op)
+        # Slices of each figure alternate between the servers (ours first in even rounds, the
+        # reference in odd ones), so a change in machine speed during the run (other tenants, clock
+        # scaling) weighs on both alike instead of on whichever server ran during it.
+        slices: dict[tuple[str, str], list[Result]] = {}
+        for label, op, concurrency in ROWS:
+            for k in range(args.rounds):
+                for target in targets if k % 2 == 0 else targets[::-1]:
+                    result = await target.run(concurrency, args.duration / args.rounds, op)
+                    slices.setdefault((target.name, label), []).append(result)
+            ours, ref = (Result.pooled(slices[(t.name, label)]) for t in targets)
+            print(
+                f"  {label:16} ours {ours.rate:7.0f}/s   reference {ref.rate:7.0f}/s   {ours.rate / ref.rate:5.2f}x",
+                flush=True,
+            )
+        results: dict[str, dict[str, Any]] = {
+            t.name: {label: slices[(t.name, label)] for label, _, _ in ROWS} for t in targets
+        }
+        # Idle memory: open the sessions on both servers, then one shared wait for them to go idle.
+        before = {t.name: _rss(t.pid) for t in targets}
+        created = {}
+        for target in targets:
+            await open_idle_sessions(target, args.idle)
+            created[target.name] = _rss(target.pid)
+        await asyncio.sleep(IDLE_SETTLE_S)  # past our 10 s loop linger; the same wait for the reference
+        for target in targets:
+            results[target.name]["idle_bytes"] = (_rss(target.pid) - before[target.name]) / args.idle
+            results[target.name]["peak_bytes"] = (created[target.name] - before[target.name]) / args.idle
+    finally:
+        for target in targets:
+            for conn in target.conns:
+                await conn.close()
     return results
 
 
 def report(results: dict[str, dict[str, Any]]) -> None:
     ours, ref = results["ours"], results["reference"]
-    print("\nfigure                     ours        reference   ours/ref")
-    for key in ("ping c=1", "ping c=16", "ping c=64", "lifecycle c=16", "2026 call c=16", "2026 sync tool"):
-        a, b = ours[key], ref[key]
-        print(f"{key + ' /s':24} {a.rate:10.0f}  {b.rate:12.0f}   {a.rate / b.rate:6.2f}x")
+    print("\nfigure                     ours        reference   ours/ref   slices")
+    for key, _, _ in ROWS:
+        a, b = Result.pooled(ours[key]), Result.pooled(ref[key])
+        spread = sorted(x.rate / y.rate for x, y in zip(ours[key], ref[key], strict=True))
+        print(
+            f"{key + ' /s':24} {a.rate:10.0f}  {b.rate:12.0f}   {a.rate / b.rate:6.2f}x"
+            f"   {spread[0]:.2f}-{spread[-1]:.2f}x"
+        )
         print(f"{'  p50 ms':24} {a.pct(0.5):10.2f}  {b.pct(0.5):12.2f}   {a.pct(0.5) / b.pct(0.5):6.2f}")
         print(f"{'  p99 ms':24} {a.pct(0.99):10.2f}  {b.pct(0.99):12.2f}   {a.pct(0.99) / b.pct(0.99):6.2f}")
         # Server CPU per operation: steadier than rates when other work shares the machine.
@@ -428,15 +495,12 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     print(f"{'idle KB/session':24} {a / 1024:10.1f}  {b / 1024:12.1f}   {a / b:6.2f}")
     a, b = ours["peak_bytes"], ref["peak_bytes"]
     print(f"{'  right after opening':24} {a / 1024:10.1f}  {b / 1024:12.1f}   {a / b:6.2f}")
-    print(
-        f"{'mean ping c=16 ms':24} {statistics.mean(ours['ping c=16'].latencies) * 1000:10.2f}  "
-        f"{statistics.mean(ref['ping c=16'].latencies) * 1000:12.2f}"
-    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput figure")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput figure and server")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved slices each figure is measured in")
     parser.add_argument("--idle", type=int, default=1000, help="sessions opened for the idle-memory figure")
     parser.add_argument("--serve", choices=("ours", "reference"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
