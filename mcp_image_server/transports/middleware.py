@@ -202,7 +202,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         logger.exception("unhandled error serving %s %s", request.method, request.path)
         response = _error_body(request, 500, "Internal Server Error")
-    if not response.prepared:
+    if "Origin" in request.headers and not response.prepared:  # only browsers send Origin
         add_cors_headers(request, response)
     return response
 
