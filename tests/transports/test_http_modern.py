@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import mcp_types as types
 import pytest
 from aiohttp import ClientSession
+from yarl import URL
 
 
 async def test_sdk_client_in_auto_mode_speaks_2026_without_a_session(server: Any, h: Any) -> None:
@@ -153,10 +155,54 @@ async def test_listen_needs_an_sse_accept(server: Any, http: ClientSession, h: A
         assert resp.status == 406
 
 
-async def test_malformed_json_is_a_400_parse_error(server: Any, http: ClientSession, h: Any) -> None:
-    async with http.post(server.url, data=b"{oops", headers=h.modern_headers("tools/list")) as resp:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{oops",
+        b"",
+        b"[" * 100_000,
+        b'{"a": "\\ud800"}',  # a lone surrogate escape
+        '{"a": "\udcff"}'.encode("utf-8", "surrogatepass"),  # bytes that are not UTF-8
+    ],
+)
+async def test_malformed_json_is_a_400_parse_error(server: Any, http: ClientSession, h: Any, body: bytes) -> None:
+    async with http.post(server.url, data=body, headers=h.modern_headers("tools/list")) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"] == {"code": -32700, "message": "Parse error"}
+
+
+async def test_a_body_that_arrives_in_pieces_is_read_whole(server: Any, h: Any) -> None:
+    url = URL(server.url)
+    body = json.dumps(_request("tools/call", h, {"name": "add", "arguments": {"a": 2, "b": 3}})).encode()
+    headers = {
+        **h.modern_headers("tools/call", "add"),
+        "Host": f"{url.host}:{url.port}",
+        "Content-Length": str(len(body)),
+    }
+    head = f"POST {url.path} HTTP/1.1\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(head + b"\r\n" + body[:20])
+        await writer.drain()
+        # A full round trip on another connection: by its end the server has read the first piece.
+        async with ClientSession() as other, other.get(url.with_path("/health")) as resp:
+            assert resp.status == 200
+        writer.write(body[20:])
+        async with asyncio.timeout(h.WAIT):
+            status = await reader.readuntil(b"\r\n")
+            rest = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(
+                    v
+                    for k, _, v in (line.partition(": ") for line in rest.decode().split("\r\n"))
+                    if k.lower() == "content-length"
+                )
+            )
+            reply = json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 200")
+    assert reply["result"]["structuredContent"] == {"result": 5}
 
 
 async def test_progress_streams_as_sse_then_the_result(server: Any, http: ClientSession, h: Any) -> None:
