@@ -129,7 +129,24 @@ class Runtime:
             self.standalone.close()
 
 
-class Inbox:
+class _ClosedOnExit:
+    """``async with`` closes the stream: the dispatcher enters both of its streams."""
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Inbox(_ClosedOnExit):
     """The dispatcher's read stream: client messages in arrival order, each with its sender's context.
 
     It does what the SDK's context-carrying memory stream does (the dispatcher reads
@@ -191,14 +208,6 @@ class Inbox:
     async def aclose(self) -> None:
         self.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
 
 class StandaloneChannel:
     """A session's ``connection.outbound``, the same object across loop restarts.
@@ -230,7 +239,7 @@ class StandaloneChannel:
         return await rt.dispatcher.send_raw_request(method, params, opts)
 
 
-class Writer:
+class Writer(_ClosedOnExit):
     """The dispatcher's write stream: routes each outgoing message to the response it belongs to.
 
     Replies go to the POST that asked; messages tied to a request (progress, server requests)
@@ -267,14 +276,6 @@ class Writer:
         self._closed = True
         if self._runtime is not None:
             self._runtime.close_mailboxes()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 def start_loop(
