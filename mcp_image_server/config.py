@@ -138,6 +138,18 @@ def _url(value: str) -> str | None:
     return value
 
 
+def _store_url(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme == "file" and parts.path and not parts.netloc:
+        return "file://" + str(Path(parts.path).expanduser().resolve())
+    if parts.scheme == "s3" and parts.netloc and not parts.username and not parts.password:
+        return f"s3://{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
+    raise ValueError("expected file:///absolute/dir or s3://bucket/prefix")
+
+
 def _path(value: str) -> Path:
     if not value.strip():
         raise ValueError("expected a directory path")
@@ -210,6 +222,20 @@ FIELDS: Final[tuple[Field, ...]] = (
           aliases=("MODELSCOPE_SDK_TOKEN",)),
     Field("MODELSCOPE_BASE_URL", "modelscope_base_url", _url, "", "ModelScope API-Inference base URL."),
     Field("MODELSCOPE_MODEL", "modelscope_model", _str, "Qwen/Qwen-Image", "ModelScope model id."),
+    # image store
+    Field("MCP_IMAGE_STORE_URL", "image_store_url", _store_url, "",
+          "Where images are stored: file:///dir or s3://bucket/prefix (unset: MCP_IMAGE_SAVE_DIR).", True),
+    Field("AWS_ENDPOINT_URL", "aws_endpoint_url", _url, "", "S3-compatible endpoint (MinIO, Ceph, R2); unset: AWS.",
+          True),
+    Field("AWS_ACCESS_KEY_ID", "aws_access_key_id", _secret, "", "S3 access key id.", True, secret=True),
+    Field("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", _secret, "", "S3 secret access key.", True,
+          secret=True),
+    Field("AWS_REGION", "aws_region", _str, "us-east-1", "S3 region.", True),
+    Field("MCP_IMAGE_URL_MODE", "image_url_mode", _choice("public", "presigned"), "public",
+          "public: /images/* serves the image; presigned: it redirects to a short-lived S3 URL (s3:// store only).",
+          True),
+    Field("MCP_IMAGE_URL_TTL", "image_url_ttl", _int_range(1, 7 * 86400), "300",
+          "Seconds a presigned image URL stays valid."),
     # generation jobs
     Field("MCP_GENERATION_WAIT_SECONDS", "generation_wait_seconds", _float_range(0, 3600), "45",
           "Default seconds a generate_image/get_generation call waits before handing back a job_id."),
@@ -290,6 +316,13 @@ class Settings:
     modelscope_api_key: Secret | None = None
     modelscope_base_url: str | None = None
     modelscope_model: str = "Qwen/Qwen-Image"
+    image_store_url: str | None = None
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: Secret | None = None
+    aws_secret_access_key: Secret | None = None
+    aws_region: str = "us-east-1"
+    image_url_mode: str = "public"
+    image_url_ttl: int = 300
     generation_wait_seconds: float = 45.0
     progress_interval: float = 5.0
     job_ttl: float = 3600.0
@@ -384,6 +417,8 @@ def load_settings(
         except ValueError as exc:
             shown = "(hidden)" if f.secret else repr(raw)
             problems.append(f"{f.env}={shown}: {exc}")
+    if values.get("image_url_mode") == "presigned" and not str(values.get("image_store_url")).startswith("s3://"):
+        problems.append("MCP_IMAGE_URL_MODE='presigned' needs an S3 store: set MCP_IMAGE_STORE_URL=s3://bucket/prefix")
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems), details={"problems": problems})
     return Settings(**values)

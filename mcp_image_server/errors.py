@@ -18,6 +18,7 @@ between releases (README, "Error codes"). Tools turn these into results with
     ├── ImageExpiredError (LookupError)   image_expired
     ├── ImageTooLargeError                image_too_large
     ├── StorageError (OSError)            storage_error
+    │   └── StorageUnavailableError       storage_unavailable (transient)
     ├── JobNotFoundError (LookupError)    job_not_found
     ├── GenerationCancelledError          generation_cancelled
     ├── QueueFullError                    queue_full        (transient)
@@ -60,6 +61,7 @@ __all__ = [
     "ProviderUnavailableError",
     "RateLimitedError",
     "StorageError",
+    "StorageUnavailableError",
     "UnknownProviderError",
     "UnknownResolutionError",
     "UnknownStyleError",
@@ -133,6 +135,12 @@ class ImageTooLargeError(ImageServerError):
 
 class StorageError(ImageServerError, OSError):
     code = "storage_error"
+
+
+class StorageUnavailableError(StorageError):
+    """The image store (an S3 endpoint) did not answer; nothing was recorded."""
+
+    code = "storage_unavailable"
 
 
 class JobNotFoundError(ImageServerError, LookupError):

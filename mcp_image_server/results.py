@@ -148,7 +148,7 @@ def _image_info(service: ImageService, record: ImageRecord) -> ImageInfo:
         height=record.height,
         mime_type=record.mime_type,
         size_bytes=record.size_bytes,
-        file_path=str(service.store.path_of(record)),
+        file_path=service.store.location_of(record),
         url=service.url_for(record),
         resource_uri=f"images://{record.image_id}",
         revised_prompt=record.revised_prompt,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import __version__
+from .blobs import open_blob_store
 from .config import ReloadResult, Settings, reload_settings
 from .errors import ConfigError, ImageTooLargeError, InvalidArgumentError, ProviderError
 from .imaging import thumbnail
@@ -84,7 +85,7 @@ class ImageService:
         self._manager = ProviderManager(settings, self._specs)
         self._retired: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
-        self.store = ImageStore(settings.image_save_dir, clock=clock)
+        self.store = ImageStore(open_blob_store(settings), clock=clock)
         self.jobs = JobManager(
             self.generate,
             ttl=settings.job_ttl,
@@ -109,7 +110,7 @@ class ImageService:
         await asyncio.to_thread(self.store.open)
         logger.info(
             "images are saved in %s; providers configured: %s (default %s)",
-            self.store.save_dir,
+            self.store.where,
             ", ".join(self._manager.configured),
             self._manager.default_name,
         )
@@ -298,6 +299,7 @@ class ImageService:
             "default_provider": self._manager.default_name,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "jobs_in_flight": self.jobs.in_flight,
+            "backends": {"state": "ok", "image_store": "ok" if self.store.blobs.healthy() else "unavailable"},
         }
 
     # --- reload -------------------------------------------------------------------------------

@@ -1,24 +1,22 @@
-"""ImageStore: atomic image files under collision-free ids, plus TTL records that survive restarts.
+"""ImageStore: images under collision-free ids, plus TTL records that survive restarts.
 
-Layout of the save directory::
+Layout in the blob store (a folder by default, or an S3 bucket, see ``blobs``)::
 
-    [prefix-]<32 hex id>.<png|jpg|webp>   the image, written to a temp file then renamed
-    .records/<id>.json                    the record sidecar, written the same way after the image
+    [prefix-]<32 hex id>.<png|jpg|webp>   the image, written whole or not at all
+    .records/<id>.json                    the record sidecar, written after the image
 
-A sidecar is only ever written after its image is in place, and a result is only
-reported after both, so a crash can leave temp files or an unreported image without a
-record, never a record without its image; ``open`` removes both kinds of leftover.
+A sidecar is only ever written after the store accepted its image, and a result is only
+reported after both, so a crash can leave an unreported image without a record, never a
+record without its image; ``open`` removes such leftovers from a folder. The record lives
+beside its image, so every replica sharing the store reads the same records.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
-import stat
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import Final
 
 from cachetools import TTLCache
 
+from .blobs import BlobStore
+from .blobs.file import FileBlobStore
 from .errors import ImageExpiredError, ImageNotFoundError, StorageError
 from .models import EXTENSIONS, GeneratedImage, ImageRecord
 
@@ -38,8 +38,7 @@ FILE_NAME_RE: Final = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_-]{1,64})-)?(?P<id>
 """The only file names the store writes, and so the only ones ``/images`` serves."""
 
 _PREFIX_BAD: Final = re.compile(r"[^A-Za-z0-9_-]+")
-_TMP_PREFIX: Final = ".tmp-"
-_RECORDS: Final = ".records"
+_RECORDS: Final = ".records/"
 
 
 def sanitize_prefix(raw: str | None) -> tuple[str | None, bool]:
@@ -50,88 +49,54 @@ def sanitize_prefix(raw: str | None) -> tuple[str | None, bool]:
     return (cleaned or None), cleaned != raw
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(directory: Path, final_name: str, data: bytes) -> Path:
-    """Write ``data`` to ``directory/final_name`` so readers see all of it or nothing."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        target = directory / final_name
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-    return target
-
-
 class ImageStore:
     """Saves images and resolves ids to records; safe to call from worker threads."""
 
     def __init__(
         self,
-        save_dir: Path,
+        blobs: BlobStore | Path,
         *,
         clock: Callable[[], float] = time.time,
         max_items: int = 2048,
     ) -> None:
-        self.save_dir = save_dir
-        self._records_dir = save_dir / _RECORDS
+        self.blobs: BlobStore = FileBlobStore(blobs) if isinstance(blobs, Path) else blobs
         self._clock = clock
         # Entries carry their own expiry; the cache's ttl only bounds memory. A miss reads the
         # sidecar from disk, so the cache stays small: it holds the recently used records only.
         self._cache: TTLCache[str, ImageRecord] = TTLCache(maxsize=max_items, ttl=10 * 365 * 86400, timer=clock)
 
+    @property
+    def save_dir(self) -> Path | None:
+        """The local folder, when the store is one."""
+        return self.blobs.directory if isinstance(self.blobs, FileBlobStore) else None
+
+    @property
+    def where(self) -> str:
+        """The store for people and logs: a folder or ``s3://bucket/prefix`` (never credentials)."""
+        return self.blobs.location("").rstrip("/")
+
     def open(self) -> None:
-        """Create the directories, prove they are writable and sweep crash leftovers.
+        """Prove the store is writable and, in a folder, sweep crash leftovers.
 
         Raises:
-            StorageError: naming ``MCP_IMAGE_SAVE_DIR`` and the reason.
+            StorageError: naming the setting and the reason.
         """
-        try:
-            self._records_dir.mkdir(parents=True, exist_ok=True)
-            probe = _atomic_write(self.save_dir, f"{_TMP_PREFIX}probe-{secrets.token_hex(4)}", b"")
-            probe.unlink()
-        except OSError as exc:
-            raise StorageError(
-                f"MCP_IMAGE_SAVE_DIR={self.save_dir} is not a writable directory: {exc.strerror or exc}",
-                details={"path": str(self.save_dir)},
-            ) from exc
-        self._sweep()
+        self.blobs.open()
+        if isinstance(self.blobs, FileBlobStore):
+            self._sweep()
 
     def _sweep(self) -> None:
-        """Remove what a crash can leave: temp files, and images whose record was never written.
+        """Remove images whose record was never written.
 
         Such an image was never reported to anyone (results are sent after both writes), so
-        deleting it loses nothing and keeps the directory consistent.
+        deleting it loses nothing and keeps the folder consistent.
         """
-        for directory in (self.save_dir, self._records_dir):
-            for leftover in directory.glob(f"{_TMP_PREFIX}*"):
-                leftover.unlink(missing_ok=True)
-        for entry in os.scandir(self.save_dir):
-            m = FILE_NAME_RE.match(entry.name)
-            if m and entry.is_file(follow_symlinks=False) and not (self._records_dir / f"{m['id']}.json").exists():
-                logger.warning("removing %s: written before a crash, never reported", entry.name)
-                os.unlink(entry.path)
+        records = {name[len(_RECORDS):] for name in self.blobs.names(_RECORDS)}
+        for name in self.blobs.names():
+            m = FILE_NAME_RE.match(name)
+            if m and f"{m['id']}.json" not in records and self.blobs.local_path(name) is not None:
+                logger.warning("removing %s: written before a crash, never reported", name)
+                self.blobs.delete(name)
 
     def save(
         self,
@@ -147,7 +112,7 @@ class ImageStore:
         """Write one image and its record atomically.
 
         Raises:
-            StorageError: the disk refused (full, read-only, removed directory).
+            StorageError: the store refused (full, read-only); StorageUnavailableError: it did not answer.
         """
         ext = EXTENSIONS.get(image.mime_type)
         if ext is None:
@@ -173,24 +138,15 @@ class ImageStore:
             created_at=now,
             expires_at=now + ttl,
         )
+        self.blobs.put(file_name, image.data)
         try:
+            self.blobs.put(f"{_RECORDS}{image_id}.json", json.dumps(record.to_json()).encode())
+        except StorageError:
             try:
-                _atomic_write(self.save_dir, file_name, image.data)
-            except FileNotFoundError:
-                # Someone removed the save directory while we run: recreate it rather than fail forever.
-                logger.warning("save directory %s vanished; recreating it", self.save_dir)
-                self._records_dir.mkdir(parents=True, exist_ok=True)
-                _atomic_write(self.save_dir, file_name, image.data)
-            try:
-                _atomic_write(self._records_dir, f"{image_id}.json", json.dumps(record.to_json()).encode())
-            except OSError:
-                (self.save_dir / file_name).unlink(missing_ok=True)
-                raise
-        except OSError as exc:
-            raise StorageError(
-                f"could not save the image in {self.save_dir}: {exc.strerror or exc}",
-                details={"path": str(self.save_dir)},
-            ) from exc
+                self.blobs.delete(file_name)
+            except StorageError:
+                logger.warning("could not remove %s after its record failed; it is never reported", file_name)
+            raise
         self._cache[image_id] = record
         return record
 
@@ -223,41 +179,34 @@ class ImageStore:
         """The image's bytes.
 
         Raises:
-            ImageNotFoundError: the file was deleted from the save directory.
+            ImageNotFoundError: the file was deleted from the store; StorageUnavailableError.
         """
-        try:
-            return (self.save_dir / record.file_name).read_bytes()
-        except OSError as exc:
+        data = self.blobs.get(record.file_name)
+        if data is None:
             raise ImageNotFoundError(
-                f"the file of image {record.image_id} is no longer in the save directory",
+                f"the file of image {record.image_id} is no longer in the image store",
                 details={"image_id": record.image_id},
-            ) from exc
-
-    def path_of(self, record: ImageRecord) -> Path:
-        return self.save_dir / record.file_name
+            )
+        return data
 
     def resolve_file(self, name: str) -> Path | None:
-        """The path of a file we wrote, or ``None`` for anything else (traversal, symlinks, strangers)."""
-        if not FILE_NAME_RE.match(name):
-            return None
-        path = self.save_dir / name
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        return path if stat.S_ISREG(st.st_mode) else None
+        """The local file of an image we wrote, or ``None`` (traversal, symlinks, strangers, not a folder)."""
+        return self.blobs.local_path(name) if FILE_NAME_RE.match(name) else None
+
+    def location_of(self, record: ImageRecord) -> str:
+        return self.blobs.location(record.file_name)
 
     def _load_sidecar(self, image_id: str) -> ImageRecord | None:
-        path = self._records_dir / f"{image_id}.json"
-        try:
-            data = json.loads(path.read_bytes())
-            record = ImageRecord.from_json(data)
-        except FileNotFoundError:
+        name = f"{_RECORDS}{image_id}.json"
+        raw = self.blobs.get(name)
+        if raw is None:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
-            logger.warning("ignoring unreadable record %s", path.name)
+        try:
+            record = ImageRecord.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring unreadable record %s", name)
             return None
         if record.image_id != image_id or not FILE_NAME_RE.match(record.file_name):
-            logger.warning("ignoring inconsistent record %s", path.name)
+            logger.warning("ignoring inconsistent record %s", name)
             return None
         return record

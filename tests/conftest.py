@@ -13,6 +13,8 @@ import pytest
 
 from mcp_image_server.config import FIELDS
 
+from .s3 import private_s3, s3_server  # noqa: F401 - fixtures for every suite
+
 REPO = Path(__file__).resolve().parent.parent
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")

@@ -42,7 +42,7 @@ def test_saved_image_is_readable_by_id(tmp_path: Path) -> None:
     assert FILE_NAME_RE.match(rec.file_name) and len(rec.image_id) == 32
     assert store.get(rec.image_id) == rec
     assert store.read_bytes(rec) == PNG
-    assert store.resolve_file(rec.file_name) == store.path_of(rec)
+    assert store.resolve_file(rec.file_name) == Path(store.location_of(rec))
 
 
 def test_records_expire_on_the_injected_clock_with_a_distinct_error(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_prefixes_are_made_safe(raw: str, expected: str | None) -> None:
 def test_nothing_is_written_outside_the_save_dir(tmp_path: Path, prefix: str) -> None:
     store = _store(tmp_path)
     rec = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60, file_prefix=prefix)
-    assert store.path_of(rec).parent == store.save_dir
+    assert Path(store.location_of(rec)).parent == store.save_dir
     assert FILE_NAME_RE.match(rec.file_name)
     outside = [p for p in tmp_path.rglob("*") if p.is_file() and store.save_dir not in p.parents]
     assert outside == []
@@ -184,4 +184,4 @@ def test_a_removed_save_dir_is_recreated_on_the_next_save(tmp_path: Path) -> Non
     store = _store(tmp_path)
     shutil.rmtree(store.save_dir)
     rec = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
-    assert store.get(rec.image_id) == rec and store.path_of(rec).exists()
+    assert store.get(rec.image_id) == rec and Path(store.location_of(rec)).exists()

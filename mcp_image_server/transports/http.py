@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from email.utils import formatdate
 from typing import Any, Final
 
 from aiohttp import web
@@ -24,8 +25,9 @@ from mcp_types import INVALID_REQUEST
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageUnavailableError
 from ..service import ImageService
+from ..store import FILE_NAME_RE
 from . import legacy, modern
 from .middleware import (
     OWNER_KEY,
@@ -181,18 +183,65 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _image(request: web.Request) -> web.StreamResponse:
-    """A generated image, public so ``<img>`` tags work; only our own files, else a bare 404."""
+    """A generated image, public so ``<img>`` tags work; only our own files, else a bare 404.
+
+    A folder store sends the file (sendfile); an S3 store streams the object with its ETag.
+    """
     name = request.match_info["file"]
-    store = request.app[SERVICE_KEY].store
-    path = store.resolve_file(name) if "%" not in request.raw_path and "\\" not in name else None
-    if path is None or path.parent != store.save_dir or path.is_symlink():
+    if "%" in request.raw_path or "\\" in name or not FILE_NAME_RE.match(name):
         raise web.HTTPNotFound()
+    service = request.app[SERVICE_KEY]
+    store = service.store
+    blobs = store.blobs
     headers = {
         "Content-Type": _IMAGE_TYPES[name.rsplit(".", 1)[1]],
         "Cache-Control": _IMAGE_CACHE,
         "X-Content-Type-Options": "nosniff",
     }
-    return web.FileResponse(path, headers=headers)
+    path = store.resolve_file(name)
+    if path is not None:
+        return web.FileResponse(path, headers=headers)
+    if blobs.kind == "file":
+        raise web.HTTPNotFound()
+    try:
+        info = await asyncio.to_thread(blobs.stat, name)
+    except StorageUnavailableError:
+        raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from None
+    if info is None:
+        raise web.HTTPNotFound()
+    if service.settings.image_url_mode == "presigned":
+        try:
+            location = await blobs.presign(name, service.settings.image_url_ttl)
+        except StorageUnavailableError:
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from None
+        if location is not None:
+            raise web.HTTPTemporaryRedirect(location, headers={"Cache-Control": "no-store"})
+    headers.update(ETag=info.etag, **{"Last-Modified": formatdate(info.last_modified, usegmt=True)})
+    if info.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+    response = web.StreamResponse(headers=headers)
+    response.content_length = info.size
+    if request.method == "HEAD":
+        await response.prepare(request)
+        return response
+    chunks = blobs.stream(name)
+    try:
+        first = await anext(chunks, b"")  # fail as a 503 while the status can still change
+    except StorageUnavailableError:
+        raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from None
+    except FileNotFoundError:
+        raise web.HTTPNotFound() from None
+    await response.prepare(request)
+    await response.write(first)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except (StorageUnavailableError, FileNotFoundError):
+        if request.transport is not None:
+            request.transport.close()  # a cut body, never a short one that looks whole
+        return response
+    await response.write_eof()
+    return response
 
 
 async def _not_an_oauth_server(request: web.Request) -> web.Response:
