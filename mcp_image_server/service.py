@@ -299,7 +299,7 @@ class ImageService:
             "default_provider": self._manager.default_name,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "jobs_in_flight": self.jobs.in_flight,
-            "backends": {"state": "ok", "image_store": "ok" if self.store.blobs.healthy() else "unavailable"},
+            "backends": {"image_store": "ok" if self.store.blobs.healthy() else "unavailable"},
         }
 
     # --- reload -------------------------------------------------------------------------------

@@ -83,20 +83,20 @@ class ImageStore:
         """
         self.blobs.open()
         if isinstance(self.blobs, FileBlobStore):
-            self._sweep()
+            self._sweep(self.blobs)
 
-    def _sweep(self) -> None:
+    def _sweep(self, folder: FileBlobStore) -> None:
         """Remove images whose record was never written.
 
         Such an image was never reported to anyone (results are sent after both writes), so
         deleting it loses nothing and keeps the folder consistent.
         """
-        records = {name[len(_RECORDS):] for name in self.blobs.names(_RECORDS)}
-        for name in self.blobs.names():
+        records = {name[len(_RECORDS):] for name in folder.names(_RECORDS)}
+        for name in folder.names():
             m = FILE_NAME_RE.match(name)
-            if m and f"{m['id']}.json" not in records and self.blobs.local_path(name) is not None:
+            if m and f"{m['id']}.json" not in records and folder.local_path(name) is not None:
                 logger.warning("removing %s: written before a crash, never reported", name)
-                self.blobs.delete(name)
+                folder.delete(name)
 
     def save(
         self,

@@ -76,22 +76,26 @@ def http_server(tmp_path: Path) -> Callable[..., Any]:
     """``async with http_server(env=..., token=...) as url`` runs ``python -m mcp_image_server`` over HTTP.
 
     The server binds a free port on 127.0.0.1; ``url`` is its ``/mcp`` endpoint. Its log goes to
-    ``tmp_path/http-server.log``.
+    ``tmp_path/<name>.log`` and its save dir is ``tmp_path/<name>-images`` (``name`` tells servers
+    that run side by side apart; the default keeps ``tmp_path/images``).
     """
     import asyncio
     import socket
 
     @asynccontextmanager
-    async def serve(env: Mapping[str, str] | None = None, token: str | None = "interop-token") -> AsyncIterator[str]:
+    async def serve(
+        env: Mapping[str, str] | None = None, token: str | None = "interop-token", name: str = "http-server"
+    ) -> AsyncIterator[str]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         extra = {"MCP_TRANSPORT": "http", "MCP_PORT": str(port), "MCP_LOG_LEVEL": "INFO", **(env or {})}
         if token:
             extra["MCP_AUTH_TOKEN"] = token
-        log = (tmp_path / "http-server.log").open("wb")
+        log = (tmp_path / f"{name}.log").open("wb")
+        images = tmp_path / ("images" if name == "http-server" else f"{name}-images")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mcp_image_server", cwd=tmp_path, env=server_env(tmp_path / "images", extra),
+            sys.executable, "-m", "mcp_image_server", cwd=tmp_path, env=server_env(images, extra),
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stderr is not None

@@ -1,6 +1,6 @@
 """A real S3 endpoint on loopback: moto's server mode in a subprocess on a free port.
 
-``S3Server.start()`` waits until it answers; ``stop()``/``start()`` again on the same port stand
+``S3Server.start()`` waits until it says it listens; ``stop()``/``start()`` again on the same port stand
 for an object store that goes away and comes back (moto keeps no data across a restart).
 """
 
@@ -10,8 +10,7 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,27 +28,39 @@ class S3Server:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
 
     def start(self) -> None:
-        with self._log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 30
-        while True:  # poll the port: moto prints nothing we could wait on before it listens
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).close()
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start; see {self._log}") from None
-                time.sleep(0.05)
+        """Start moto and return once it says it listens (werkzeug's "Running on" line)."""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )
+        listening = threading.Event()
+        stderr = self._proc.stderr
+        assert stderr is not None
+
+        def pump() -> None:  # keeps the pipe drained into the log for the server's whole life
+            with stderr, self._log.open("ab") as log:
+                for line in stderr:
+                    log.write(line)
+                    log.flush()
+                    if b"Running on" in line:
+                        listening.set()
+            listening.set()  # exited: let start() see it
+
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
+        if not listening.wait(30) or self._proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"moto server did not start; see {self._log}")
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             self._proc.wait(10)
+        if self._pump is not None:
+            self._pump.join(10)  # its pipe is closed once moto's stderr ends
 
     def bucket(self, name: str | None = None) -> str:
         """Create a bucket (default: a fresh name; one per test keeps tests apart on a shared server)."""

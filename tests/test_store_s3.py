@@ -81,56 +81,27 @@ def test_a_bad_store_url_is_refused_naming_the_variable() -> None:
         assert "MCP_IMAGE_STORE_URL" in str(info.value) and "expected file:///" in str(info.value)
 
 
-async def _serve(tmp_path: Path, env: dict[str, str], name: str) -> tuple[asyncio.subprocess.Process, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    extra = {"MCP_TRANSPORT": "http", "MCP_PORT": str(port), "MCP_AUTH_TOKEN": TOKEN, **env}
-    log = (tmp_path / f"{name}.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mcp_image_server", cwd=tmp_path, env=server_env(tmp_path / f"{name}-dir", extra),
-        stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-    )
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    async with asyncio.timeout(30), httpx2.AsyncClient() as http:
-        while True:
-            assert proc.returncode is None, (tmp_path / f"{name}.log").read_text()
-            try:
-                if (await http.get(base + "/health")).status_code == 200:
-                    return proc, base
-            except httpx2.TransportError:
-                await asyncio.sleep(0.05)  # polling a port that is not open yet: nothing to wait on
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 20)
-
-
-async def _call(base: str, tool: str, args: dict[str, Any]) -> Any:
+async def _call(url: str, tool: str, args: dict[str, Any]) -> Any:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-        Client(streamable_http_client(base + "/mcp", http_client=http)) as client,
+        Client(streamable_http_client(url, http_client=http)) as client,
     ):
         return await client.call_tool(tool, args)
 
 
-async def test_two_replicas_share_images_through_the_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+async def test_two_replicas_share_images_through_the_bucket(
+    s3_server: S3Server, http_server: Any, tmp_path: Path
+) -> None:
     env = s3_server.env(s3_server.bucket())
-    one, base1 = await _serve(tmp_path, env, "one")
-    two, base2 = await _serve(tmp_path, env, "two")
-    try:
-        made = await _call(base1, "generate_image", {"prompt": "a red fox", "resolution": "256x256", "inline": "none"})
+    async with http_server(env, TOKEN, "one") as url1, http_server(env, TOKEN, "two") as url2:
+        base1, base2 = url1.removesuffix("/mcp"), url2.removesuffix("/mcp")
+        made = await _call(url1, "generate_image", {"prompt": "a red fox", "resolution": "256x256", "inline": "none"})
         assert not made.is_error, made
         image = made.structured_content["images"][0]
         assert image["file_path"].startswith("s3://") and image["url"].startswith(base1)
-        assert not list((tmp_path / "one-dir").glob("*.png"))  # nothing written locally
+        assert not list((tmp_path / "one-images").glob("*.png"))  # nothing written locally
 
-        data = await _call(base2, "get_image_data", {"image_id": image["image_id"]})
+        data = await _call(url2, "get_image_data", {"image_id": image["image_id"]})
         assert not data.is_error, data
         raw = base64.b64decode(data.structured_content["base64"])
         assert raw[:8] == b"\x89PNG\r\n\x1a\n"
@@ -147,27 +118,22 @@ async def test_two_replicas_share_images_through_the_bucket(s3_server: S3Server,
             assert again.status_code == 304 and again.content == b""
             for stranger in ("b" * 32 + ".png", "..%2f" + name, "notes.txt"):
                 assert (await http.get(f"{base2}/images/{stranger}")).status_code == 404
-            health = (await http.get(base2 + "/health")).json()
-            assert health["backends"] == {"state": "ok", "image_store": "ok"}
-            assert SECRET_KEY not in (await http.get(base2 + "/health")).text
-    finally:
-        await _stop(one)
-        await _stop(two)
+            health = await http.get(base2 + "/health")
+            assert health.json()["backends"] == {"image_store": "ok"} and SECRET_KEY not in health.text
     # A restart of a replica loses nothing: the record and the image are in the bucket.
-    three, base3 = await _serve(tmp_path, env, "three")
-    try:
-        data = await _call(base3, "get_image_data", {"image_id": image["image_id"]})
+    async with http_server(env, TOKEN, "three") as url3:
+        data = await _call(url3, "get_image_data", {"image_id": image["image_id"]})
         assert not data.is_error, data
-    finally:
-        await _stop(three)
 
 
-async def test_a_store_that_goes_away_fails_the_job_cleanly_and_recovers(private_s3: S3Server, tmp_path: Path) -> None:
+async def test_a_store_that_goes_away_fails_the_job_cleanly_and_recovers(
+    private_s3: S3Server, http_server: Any, tmp_path: Path
+) -> None:
     env = private_s3.env(private_s3.bucket())
-    proc, base = await _serve(tmp_path, env, "server")
-    try:
+    async with http_server(env, TOKEN, "server") as url:
+        base = url.removesuffix("/mcp")
         private_s3.stop()
-        failed = await _call(base, "generate_image", {"prompt": "a fox", "resolution": "256x256", "inline": "none"})
+        failed = await _call(url, "generate_image", {"prompt": "a fox", "resolution": "256x256", "inline": "none"})
         assert failed.is_error and failed.structured_content["error"]["code"] == "storage_unavailable", failed
         text = "".join(c.text for c in failed.content if c.type == "text")
         assert SECRET_KEY not in text and "Traceback" not in text
@@ -176,12 +142,10 @@ async def test_a_store_that_goes_away_fails_the_job_cleanly_and_recovers(private
             assert (await http.get(f"{base}/images/{'c' * 32}.png")).status_code == 503
         private_s3.start()  # moto comes back empty: recreate the bucket, as an operator would
         await asyncio.to_thread(private_s3.bucket, env["MCP_IMAGE_STORE_URL"].split("/")[2])
-        made = await _call(base, "generate_image", {"prompt": "a fox", "resolution": "256x256", "inline": "none"})
+        made = await _call(url, "generate_image", {"prompt": "a fox", "resolution": "256x256", "inline": "none"})
         assert not made.is_error, made
         async with httpx2.AsyncClient() as http:
             assert (await http.get(base + "/health")).json()["backends"]["image_store"] == "ok"
-    finally:
-        await _stop(proc)
     log = (tmp_path / "server.log").read_text()
     assert SECRET_KEY not in log
 
@@ -207,12 +171,12 @@ def test_presigned_mode_needs_an_s3_store() -> None:
 
 
 async def test_presigned_mode_redirects_to_a_short_lived_url_the_store_serves(
-    s3_server: S3Server, tmp_path: Path
+    s3_server: S3Server, http_server: Any
 ) -> None:
     env = s3_server.env(s3_server.bucket()) | {"MCP_IMAGE_URL_MODE": "presigned", "MCP_IMAGE_URL_TTL": "60"}
-    proc, base = await _serve(tmp_path, env, "presigned")
-    try:
-        made = await _call(base, "generate_image", {"prompt": "a fox", "resolution": "256x256", "inline": "none"})
+    async with http_server(env, TOKEN, "presigned") as url:
+        base = url.removesuffix("/mcp")
+        made = await _call(url, "generate_image", {"prompt": "a fox", "resolution": "256x256", "inline": "none"})
         assert not made.is_error, made
         image = made.structured_content["images"][0]
         async with httpx2.AsyncClient() as http:
@@ -224,5 +188,3 @@ async def test_presigned_mode_redirects_to_a_short_lived_url_the_store_serves(
             got = await http.get(location)  # the store itself serves the signed URL
             assert got.status_code == 200 and got.content[:8] == b"\x89PNG\r\n\x1a\n"
             assert (await http.get(f"{base}/images/{'d' * 32}.png")).status_code == 404  # no redirect for strangers
-    finally:
-        await _stop(proc)

@@ -47,9 +47,6 @@ class BlobStore(Protocol):
     def delete(self, name: str) -> None:
         """Remove ``name`` if present. Raises: StorageUnavailableError."""
 
-    def names(self, prefix: str = "") -> list[str]:
-        """Names directly under ``prefix`` (``""``: the images; ``.records/``: the sidecars)."""
-
     async def presign(self, name: str, ttl: float) -> str | None:
         """A URL the store itself serves ``name`` at for ``ttl`` s, or ``None`` (a folder has none)."""
 

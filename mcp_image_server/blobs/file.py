@@ -123,6 +123,7 @@ class FileBlobStore:
             raise StorageError(f"could not delete {name} in {self.directory}: {exc.strerror or exc}") from exc
 
     def names(self, prefix: str = "") -> list[str]:
+        """Names directly under ``prefix`` (``""``: the images; ``.records/``: the sidecars)."""
         base = self.directory / prefix
         try:
             return [prefix + e.name for e in os.scandir(base) if e.is_file(follow_symlinks=False)]

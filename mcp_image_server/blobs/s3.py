@@ -7,10 +7,10 @@ answer becomes ``storage_unavailable`` after obstore's bounded retries.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig
 
 __all__ = ["S3BlobStore"]
+
+T = TypeVar("T")
 
 _CLIENT: ClientConfig = {"timeout": "30s", "connect_timeout": "5s"}
 _RETRY: RetryConfig = {
@@ -91,26 +93,24 @@ class S3BlobStore:
         except BaseError as exc:
             raise self._down("accept the image", exc) from exc
 
-    def get(self, name: str) -> bytes | None:
+    def _read(self, action: str, call: Callable[[], T]) -> T | None:
+        """Run one store call: ``None`` for a missing object, ``storage_unavailable`` when it fails."""
         try:
-            data = bytes(obstore.get(self._store, name).bytes())
+            result = call()
         except FileNotFoundError:
-            self._ok = True
-            return None
+            result = None
         except BaseError as exc:
-            raise self._down("return the image", exc) from exc
+            raise self._down(action, exc) from exc
         self._ok = True
-        return data
+        return result
+
+    def get(self, name: str) -> bytes | None:
+        return self._read("return the image", lambda: bytes(obstore.get(self._store, name).bytes()))
 
     def stat(self, name: str) -> BlobInfo | None:
-        try:
-            meta = obstore.head(self._store, name)
-        except FileNotFoundError:
-            self._ok = True
+        meta = self._read("answer", lambda: obstore.head(self._store, name))
+        if meta is None:
             return None
-        except BaseError as exc:
-            raise self._down("answer", exc) from exc
-        self._ok = True
         etag = meta["e_tag"] or f'"{meta["size"]:x}-{int(meta["last_modified"].timestamp()):x}"'
         return BlobInfo(meta["size"], etag, meta["last_modified"].timestamp())
 
@@ -125,19 +125,7 @@ class S3BlobStore:
             raise self._down("return the image", exc) from exc
 
     def delete(self, name: str) -> None:
-        try:
-            obstore.delete(self._store, name)
-        except FileNotFoundError:
-            pass
-        except BaseError as exc:
-            raise self._down("delete the image", exc) from exc
-
-    def names(self, prefix: str = "") -> list[str]:
-        try:
-            listed = obstore.list_with_delimiter(self._store, prefix or None)
-        except BaseError as exc:
-            raise self._down("list the images", exc) from exc
-        return [o["path"] for o in listed["objects"]]
+        self._read("delete the image", lambda: obstore.delete(self._store, name))
 
     async def presign(self, name: str, ttl: float) -> str | None:
         """A GET URL for ``name`` that S3 honours for ``ttl`` seconds (``MCP_IMAGE_URL_MODE=presigned``)."""
