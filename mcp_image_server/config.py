@@ -26,6 +26,7 @@ __all__ = [
     "Secret",
     "Settings",
     "load_settings",
+    "mask_url",
     "reload_settings",
 ]
 
@@ -150,6 +151,39 @@ def _store_url(value: str) -> str | None:
     raise ValueError("expected file:///absolute/dir or s3://bucket/prefix")
 
 
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (what logs and errors may show)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def _state_url(value: str) -> Secret | None:
+    """memory:// (or unset) is this process alone; redis[s]://[:password@]host[:port][/db] is shared."""
+    value = value.strip()
+    if not value or value in ("memory://", "memory:"):
+        return None
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    db = parts.path.strip("/")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or not port_ok or not (db == "" or db.isdigit()):
+        raise ValueError(f"expected memory:// or redis[s]://[:password@]host:port/db, got {mask_url(value)!r}")
+    return Secret(value)
+
+
+def _replica_id(value: str) -> str | None:
+    value = value.strip()
+    if value and not (len(value) <= 64 and value.replace("-", "").replace("_", "").replace(".", "").isalnum()):
+        raise ValueError("expected up to 64 letters, digits, '.', '-' or '_'")
+    return value or None
+
+
 def _path(value: str) -> Path:
     if not value.strip():
         raise ValueError("expected a directory path")
@@ -236,6 +270,12 @@ FIELDS: Final[tuple[Field, ...]] = (
           True),
     Field("MCP_IMAGE_URL_TTL", "image_url_ttl", _int_range(1, 7 * 86400), "300",
           "Seconds a presigned image URL stays valid."),
+    # shared state (several replicas)
+    Field("MCP_STATE_URL", "state_url", _state_url, "memory://",
+          "Where jobs live: memory:// (this process) or redis[s]://[:password@]host:port/db, shared by replicas.",
+          True, secret=True),
+    Field("MCP_REPLICA_ID", "replica_id", _replica_id, "",
+          "This replica's name in the shared state (unset: random per start).", True),
     # generation jobs
     Field("MCP_GENERATION_WAIT_SECONDS", "generation_wait_seconds", _float_range(0, 3600), "45",
           "Default seconds a generate_image/get_generation call waits before handing back a job_id."),
@@ -323,6 +363,8 @@ class Settings:
     aws_region: str = "us-east-1"
     image_url_mode: str = "public"
     image_url_ttl: int = 300
+    state_url: Secret | None = None
+    replica_id: str | None = None
     generation_wait_seconds: float = 45.0
     progress_interval: float = 5.0
     job_ttl: float = 3600.0
@@ -415,7 +457,7 @@ def load_settings(
         try:
             values[f.attr] = f.cast(raw)
         except ValueError as exc:
-            shown = "(hidden)" if f.secret else repr(raw)
+            shown = "(hidden)" if f.secret else repr(raw)  # a cast may still name a masked form
             problems.append(f"{f.env}={shown}: {exc}")
     if values.get("image_url_mode") == "presigned" and not str(values.get("image_store_url")).startswith("s3://"):
         problems.append("MCP_IMAGE_URL_MODE='presigned' needs an S3 store: set MCP_IMAGE_STORE_URL=s3://bucket/prefix")

@@ -19,8 +19,10 @@ between releases (README, "Error codes"). Tools turn these into results with
     ├── ImageTooLargeError                image_too_large
     ├── StorageError (OSError)            storage_error
     │   └── StorageUnavailableError       storage_unavailable (transient)
+    ├── StateUnavailableError             state_unavailable (transient)
     ├── JobNotFoundError (LookupError)    job_not_found
     ├── GenerationCancelledError          generation_cancelled
+    ├── WorkerLostError                   worker_lost
     ├── QueueFullError                    queue_full        (transient)
     └── ProviderError                     provider_error
         ├── AuthFailedError               auth_failed
@@ -62,11 +64,14 @@ __all__ = [
     "RateLimitedError",
     "StorageError",
     "StorageUnavailableError",
+    "StateUnavailableError",
+    "WorkerLostError",
     "UnknownProviderError",
     "UnknownResolutionError",
     "UnknownStyleError",
     "UnsupportedOptionError",
     "all_error_codes",
+    "error_from_dict",
 ]
 
 
@@ -143,12 +148,25 @@ class StorageUnavailableError(StorageError):
     code = "storage_unavailable"
 
 
+class StateUnavailableError(ImageServerError):
+    """The shared state (Redis, MCP_STATE_URL) did not answer; nothing was started."""
+
+    code = "state_unavailable"
+    transient = True
+
+
 class JobNotFoundError(ImageServerError, LookupError):
     code = "job_not_found"
 
 
 class GenerationCancelledError(ImageServerError):
     code = "generation_cancelled"
+
+
+class WorkerLostError(ImageServerError):
+    """The replica running a job stopped answering (its lease ran out) before the job finished."""
+
+    code = "worker_lost"
 
 
 class QueueFullError(ImageServerError):
@@ -239,3 +257,11 @@ def all_error_codes() -> dict[str, type[ImageServerError]]:
         found[cls.code] = cls
         stack.extend(cls.__subclasses__())
     return found
+
+
+def error_from_dict(data: Mapping[str, Any]) -> ImageServerError:
+    """Rebuild an error another replica reported (``to_dict``); an unknown code stays an ImageServerError."""
+    cls = all_error_codes().get(str(data.get("code")), ImageServerError)
+    error = cls.__new__(cls)
+    ImageServerError.__init__(error, str(data.get("message", "")), details=data.get("details") or {})
+    return error

@@ -8,6 +8,12 @@ process) and are forgotten ``MCP_JOB_TTL`` seconds after they finish.
 Providers report progress as short messages; a message that starts with a stage word
 (``queued``, ``submitted``, ``running``, ``downloading``, ``saving``) moves the job to
 that stage, anything else is kept as the job's latest message.
+
+With a shared state (``MCP_STATE_URL=redis://``) every change of a job this replica runs is
+also saved there as a JSON snapshot, idempotency keys are claimed there, and a job another
+replica runs is a *remote* ``Job``: a copy read from its snapshot that ``wait`` keeps current
+from the snapshots its runner publishes, and that ``cancel`` stops by asking the runner. Each
+replica also ends the jobs of replicas whose lease ran out (``worker_lost``).
 """
 
 from __future__ import annotations
@@ -29,8 +35,12 @@ from .errors import (
     ImageServerError,
     JobNotFoundError,
     QueueFullError,
+    StateUnavailableError,
+    WorkerLostError,
+    error_from_dict,
 )
-from .models import GenerateOutcome, GenerateParams, ProgressFn
+from .models import GenerateOutcome, GenerateParams, ImageRecord, ProgressFn
+from .state import SharedState
 
 __all__ = ["ACTIVE", "Job", "JobManager", "JobState", "Update"]
 
@@ -42,6 +52,11 @@ _STAGE_RE: Final = re.compile(r"^(queued|submitted|running|downloading|saving)\b
 _VENDOR_JOB_RE: Final = re.compile(r"^submitted (?:job|task) (\S+)")
 _JOB_ID_RE: Final = re.compile(r"^[0-9a-f]{32}$")
 _MAX_FINISHED: Final = 10_000
+_RESYNC_S: Final = 2.0
+"""A follower re-reads a remote job's snapshot this often, in case a published one was missed."""
+_SAVE_TIMEOUT_S: Final = 15.0
+_LIST_SCAN: Final = 1000
+"""Most snapshots ``list`` reads from the shared state when it filters by status."""
 
 Runner = Callable[[GenerateParams, ProgressFn], Awaitable[GenerateOutcome]]
 
@@ -75,8 +90,18 @@ class Job:
     """The caller was given the job_id: abandoning a wait must no longer cancel the job."""
     idempotency_key: str | None = None
     fingerprint: str = ""
+    task_inline: str | None = None
+    """Set when the job was created as an MCP task: the inline mode of its payload."""
+    replica: str | None = None
+    """The replica running the job (shared state only)."""
+    remote: bool = False
+    """A copy of a job another replica runs, read from the shared state."""
+    version: int = 0
+    """Counts changes, so a follower never applies an older snapshot over a newer one."""
+    saved: int = field(default=0, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     listeners: list[asyncio.Queue[Update]] = field(default_factory=list, repr=False)
+    save_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property
     def done(self) -> bool:
@@ -102,8 +127,61 @@ class Job:
 
     def _set(self, state: JobState, message: str, now: float) -> None:
         self.state, self.message, self.updated_at = state, message, now
+        self.version += 1
         for queue in self.listeners:
             queue.put_nowait(Update(state, message))
+
+    def snapshot(self) -> str:
+        """The JSON the shared state keeps (everything but the live task and listeners)."""
+        outcome = self.outcome
+        return json.dumps({
+            "job_id": self.job_id, "owner": self.owner, "params": asdict(self.params),
+            "created_at": self.created_at, "state": self.state, "message": self.message,
+            "provider": self.provider, "provider_job_id": self.provider_job_id,
+            "queue_position": self.queue_position, "started_at": self.started_at,
+            "updated_at": self.updated_at, "finished_at": self.finished_at,
+            "outcome": None if outcome is None else {
+                "records": [r.to_json() for r in outcome.records], "provider": outcome.provider,
+                "model": outcome.model, "warnings": list(outcome.warnings),
+            },
+            "error": self.error.to_dict() if self.error else None,
+            "idempotency_key": self.idempotency_key, "fingerprint": self.fingerprint,
+            "task_inline": self.task_inline, "replica": self.replica, "version": self.version,
+        })
+
+    @classmethod
+    def from_snapshot(cls, text: str) -> Job:
+        """A remote copy of the job ``text`` describes."""
+        d = json.loads(text)
+        o = d["outcome"]
+        outcome = None if o is None else GenerateOutcome(
+            tuple(ImageRecord.from_json(r) for r in o["records"]), o["provider"], o["model"], tuple(o["warnings"])
+        )
+        return cls(
+            job_id=d["job_id"], owner=d["owner"], params=GenerateParams(**d["params"]),
+            created_at=d["created_at"], state=d["state"], message=d["message"], provider=d["provider"],
+            provider_job_id=d["provider_job_id"], queue_position=d["queue_position"],
+            started_at=d["started_at"], updated_at=d["updated_at"], finished_at=d["finished_at"],
+            outcome=outcome, error=error_from_dict(d["error"]) if d["error"] else None, handed_back=True,
+            idempotency_key=d["idempotency_key"], fingerprint=d["fingerprint"], task_inline=d["task_inline"],
+            replica=d["replica"], remote=True, version=d["version"],
+        )
+
+    def _apply(self, text: str) -> None:
+        """Bring a remote copy up to a newer snapshot and tell its listeners."""
+        fresh = Job.from_snapshot(text)
+        if fresh.version <= self.version:
+            return
+        for name in _COPIED:
+            setattr(self, name, getattr(fresh, name))
+        for queue in self.listeners:
+            queue.put_nowait(Update(self.state, self.message))
+
+
+_COPIED: Final = (
+    "state", "message", "provider", "provider_job_id", "queue_position", "started_at", "updated_at",
+    "finished_at", "outcome", "error", "task_inline", "replica", "version",
+)
 
 
 def fingerprint(params: GenerateParams) -> str:
@@ -122,39 +200,47 @@ class JobManager:
         ttl: float,
         max_running: int,
         max_queued: int,
+        shared: SharedState | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._run = run
         self._ttl = ttl
         self._max_queued = max_queued
         self._slots = asyncio.Semaphore(max_running)
+        self._shared = shared
         self._clock = clock
         self._jobs: dict[str, Job] = {}
+        """The jobs this process runs (and, without a shared state, every job there is)."""
         self._keys: dict[tuple[str, str], str] = {}
         self._waiting: list[Job] = []
+        self._saves: set[asyncio.Task[None]] = set()
+        self._unsaved: set[str] = set()
+
+    @property
+    def shared(self) -> SharedState | None:
+        return self._shared
+
+    async def start(self) -> None:
+        if self._shared is not None:
+            await self._shared.start(self._on_cancel, self._tick)
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def submit(self, owner: str, params: GenerateParams, idempotency_key: str | None = None) -> Job:
+    async def submit(self, owner: str, params: GenerateParams, idempotency_key: str | None = None) -> Job:
         """Start a job, or return the caller's existing one for the same key and arguments.
 
         Raises:
             IdempotencyConflictError: the key was used with other arguments.
             QueueFullError: too many jobs are already waiting.
+            StateUnavailableError: the shared state did not answer (nothing was started).
         """
         self._sweep()
         digest = fingerprint(params)
-        if idempotency_key is not None:
+        if idempotency_key is not None and self._shared is None:
             existing_id = self._keys.get((owner, idempotency_key))
             existing = self._jobs.get(existing_id) if existing_id else None
             if existing is not None:
-                if existing.fingerprint != digest:
-                    raise IdempotencyConflictError(
-                        f"idempotency_key {idempotency_key!r} was already used with different arguments "
-                        f"(job {existing.job_id}); use a new key or repeat the same arguments",
-                        details={"idempotency_key": idempotency_key, "job_id": existing.job_id},
-                    )
-                return existing
+                return _repeat(existing, digest, idempotency_key)
         if len(self._waiting) >= self._max_queued:
             raise QueueFullError(
                 f"{len(self._waiting)} generations are already waiting (MCP_MAX_QUEUED_JOBS); try again later",
@@ -165,14 +251,58 @@ class JobManager:
             job_id=secrets.token_hex(16), owner=owner, params=params, created_at=now, updated_at=now,
             idempotency_key=idempotency_key, fingerprint=digest,
         )
-        self._jobs[job.job_id] = job
-        if idempotency_key is not None:
+        self._jobs[job.job_id] = job  # before any await: the reaper must see it as ours
+        if self._shared is not None:
+            job.replica = self._shared.replica_id
+            try:
+                held = await self._shared.create(job.job_id, owner, now, job.snapshot(), idempotency_key)
+            except StateUnavailableError:
+                del self._jobs[job.job_id]
+                raise
+            if held is not None:
+                del self._jobs[job.job_id]
+                other = Job.from_snapshot(held)
+                return _repeat(self._jobs.get(other.job_id, other), digest, idempotency_key or "")
+            job.saved = job.version
+        elif idempotency_key is not None:
             self._keys[(owner, idempotency_key)] = job.job_id
         self._waiting.append(job)
         self._renumber()
         job.task = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
         job.task.add_done_callback(lambda _task: self._settle(job))
         return job
+
+    async def mark_task(self, job: Job, inline: str) -> None:
+        """Record that ``job`` was created as an MCP task (so every replica answers ``tasks/*`` for it)."""
+        job.task_inline = inline
+        job.version += 1
+        if self._shared is not None and not job.remote:
+            await self._save(job)
+
+    def _set(self, job: Job, state: JobState, message: str, now: float) -> None:
+        job._set(state, message, now)
+        if self._shared is not None:
+            task = asyncio.get_running_loop().create_task(self._save(job))
+            self._saves.add(task)
+            task.add_done_callback(self._saves.discard)
+
+    async def _save(self, job: Job) -> None:
+        """Write the job's current state (one writer per job, so the newest state lands last)."""
+        assert self._shared is not None
+        async with job.save_lock:
+            if job.saved >= job.version:
+                return
+            version = job.version
+            try:
+                async with asyncio.timeout(_SAVE_TIMEOUT_S):
+                    await self._shared.save(
+                        job.job_id, job.snapshot(), owner=job.owner, key=job.idempotency_key,
+                        done=job.done, ttl=self._ttl,
+                    )
+            except (StateUnavailableError, TimeoutError):
+                self._unsaved.add(job.job_id)  # written again once the state answers (``_tick``)
+                return
+            job.saved = version
 
     def _settle(self, job: Job) -> None:
         """Runs when the job's task ends: drop the task (a finished job is kept for an hour and
@@ -186,7 +316,7 @@ class JobManager:
             self._renumber()
         job.finished_at = self._clock()
         job.error = GenerationCancelledError(f"generation {job.job_id} was cancelled", details={"job_id": job.job_id})
-        job._set("cancelled", "cancelled", job.finished_at)
+        self._set(job, "cancelled", "cancelled", job.finished_at)
 
     async def _execute(self, job: Job) -> None:
         async def progress(message: str) -> None:
@@ -199,7 +329,7 @@ class JobManager:
                 job.provider_job_id = vendor.group(1)
             elif message.startswith("running on "):
                 job.provider = message.split()[2]
-            job._set(state, message, self._clock())
+            self._set(job, state, message, self._clock())
 
         try:
             async with self._slots:
@@ -207,7 +337,7 @@ class JobManager:
                 self._renumber()
                 job.started_at = self._clock()
                 job.queue_position = None
-                job._set("running", "started", job.started_at)
+                self._set(job, "running", "started", job.started_at)
                 outcome = await self._run(job.params, progress)
         except asyncio.CancelledError:
             self._settle(job)
@@ -215,18 +345,20 @@ class JobManager:
         except ImageServerError as exc:
             job.finished_at = self._clock()
             job.error = exc
-            job._set("failed", f"failed: {exc.code}", job.finished_at)
+            self._set(job, "failed", f"failed: {exc.code}", job.finished_at)
         except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not vanish in a task
             logger.exception("generation job %s crashed", job.job_id)
             job.finished_at = self._clock()
             job.error = ImageServerError("internal error while generating; see the server log")
-            job._set("failed", "failed: internal_error", job.finished_at)
+            self._set(job, "failed", "failed: internal_error", job.finished_at)
             del exc
         else:
             job.finished_at = self._clock()
             job.outcome = outcome
             job.provider = outcome.provider
-            job._set("succeeded", f"succeeded: {len(outcome.records)} image(s)", job.finished_at)
+            self._set(job, "succeeded", f"succeeded: {len(outcome.records)} image(s)", job.finished_at)
+        if self._shared is not None:
+            await self._save(job)  # other replicas see the end before this one reports it
 
     def _renumber(self) -> None:
         """Keep queue positions current; only jobs that really wait for a slot say so."""
@@ -235,31 +367,94 @@ class JobManager:
         for position, job in enumerate(self._waiting):
             if job.queue_position != position:
                 job.queue_position = position
-                job._set("queued", f"queued, {position} ahead" if busy else "starting", now)
+                self._set(job, "queued", f"queued, {position} ahead" if busy else "starting", now)
 
-    def cancel(self, owner: str, job_id: str) -> Job:
-        """Cancel a running job (a finished one is returned unchanged).
+    async def cancel(self, owner: str, job_id: str, settle: float = 0.0) -> Job:
+        """Cancel a running job, waiting up to ``settle`` s for it to stop (a finished one is
+        returned unchanged). A job another replica runs is stopped there.
 
         Raises:
             JobNotFoundError: unknown, expired, or another owner's job.
+            StateUnavailableError: the shared state did not answer.
         """
-        job = self.get(owner, job_id)
-        if not job.done and job.task is not None:
-            job.task.cancel()
+        job = await self.get(owner, job_id)
+        if job.done:
+            return job
+        if job.task is not None:
+            task = job.task
+            task.cancel()
+            if settle > 0:
+                await asyncio.wait({task}, timeout=settle)
+        elif self._shared is not None:
+            await self._shared.cancel(job.job_id)
+            if settle > 0:
+                await self.wait(job, settle)
         return job
+
+    def _on_cancel(self, job_id: str) -> None:
+        """A replica asked for ``job_id`` to stop: stop it if it runs here."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.task is not None:
+            job.task.cancel()
+
+    async def _tick(self) -> None:
+        """After each lease renewal: honour missed cancels, re-save what failed, reap lost jobs."""
+        assert self._shared is not None
+        running = [j.job_id for j in self._jobs.values() if j.task is not None]
+        for job_id in await self._shared.cancels(running):
+            self._on_cancel(job_id)
+        for job_id in list(self._unsaved):
+            self._unsaved.discard(job_id)
+            if (job := self._jobs.get(job_id)) is not None:
+                await self._save(job)
+        recorded = await self._shared.running()
+        me = self._shared.replica_id
+        alive = await self._shared.alive(r for r in recorded.values() if r != me)
+        for job_id, replica in recorded.items():
+            if job_id in self._jobs or (replica != me and replica in alive):
+                continue
+            await self._reap(job_id, replica)
+
+    async def _reap(self, job_id: str, replica: str) -> None:
+        """End a job whose replica is gone: ``worker_lost``, unless it finished meanwhile."""
+        assert self._shared is not None
+        text = await self._shared.load(job_id)
+        job = Job.from_snapshot(text) if text else None
+        if job is None or job.done or job.replica != replica:
+            await self._shared.forget_running(job_id)
+            return
+        now = self._clock()
+        job.finished_at = now
+        job.error = WorkerLostError(
+            f"the replica running generation {job_id} ({replica}) stopped before the job finished; "
+            "start it again",
+            details={"job_id": job_id, "replica": replica},
+        )
+        job._set("failed", "failed: worker_lost", now)
+        assert text is not None
+        if await self._shared.replace(job_id, text, job.snapshot(), self._ttl):
+            logger.warning("generation %s was lost with replica %s (worker_lost)", job_id, replica)
 
     async def aclose(self) -> None:
         tasks = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._shared is not None:
+            await asyncio.gather(*self._saves, return_exceptions=True)
+            await self._shared.aclose()
 
     # --- lookup -----------------------------------------------------------------------------
 
-    def get(self, owner: str, job_id: str) -> Job:
-        """Raises: JobNotFoundError (also for another owner's job: no probing by id)."""
+    async def get(self, owner: str, job_id: str) -> Job:
+        """Raises: JobNotFoundError (also for another owner's job: no probing by id),
+        StateUnavailableError."""
         self._sweep()
-        job = self._jobs.get(job_id) if _JOB_ID_RE.match(job_id) else None
+        valid = bool(_JOB_ID_RE.match(job_id))
+        job = self._jobs.get(job_id) if valid else None
+        if job is None and valid and self._shared is not None:
+            text = await self._shared.load(job_id)
+            job = Job.from_snapshot(text) if text else None
         if job is None or job.owner != owner:
             raise JobNotFoundError(
                 f"no generation job {job_id[:80]!r} for this client (jobs are kept {int(self._ttl)} s after "
@@ -268,11 +463,16 @@ class JobManager:
             )
         return job
 
-    def list(self, owner: str, status: str | None = None, limit: int = 20) -> list[Job]:
+    async def list(self, owner: str, status: str | None = None, limit: int = 20) -> list[Job]:
+        """The owner's jobs, newest first. Raises: StateUnavailableError."""
         self._sweep()
-        jobs = [j for j in self._jobs.values() if j.owner == owner and (status is None or j.state == status)]
-        jobs.sort(key=lambda j: j.created_at, reverse=True)
-        return jobs[:limit]
+        if self._shared is None:
+            jobs = [j for j in self._jobs.values() if j.owner == owner]
+            jobs.sort(key=lambda j: j.created_at, reverse=True)
+        else:
+            snapshots = await self._shared.recent(owner, limit if status is None else _LIST_SCAN)
+            jobs = [self._jobs.get(j.job_id, j) for j in map(Job.from_snapshot, snapshots)]
+        return [j for j in jobs if status is None or j.state == status][:limit]
 
     def jobs(self) -> Iterator[Job]:
         return iter(self._jobs.values())
@@ -309,6 +509,7 @@ class JobManager:
         deadline = loop.time() + timeout
         updates: asyncio.Queue[Update] = asyncio.Queue()
         job.listeners.append(updates)
+        follower = asyncio.create_task(self._follow(job)) if job.remote and not job.done else None
         try:
             if on_update is not None and job.message != "starting":
                 await on_update(Update(job.state, job.message))
@@ -330,9 +531,41 @@ class JobManager:
             return True
         finally:
             job.listeners.remove(updates)
+            if follower is not None:
+                follower.cancel()
+
+    async def _follow(self, job: Job) -> None:
+        """Keep a remote job current from the snapshots its runner publishes, re-reading it every
+        few seconds in case one was missed (a reconnect, or a save just before subscribing)."""
+        assert self._shared is not None
+        async with self._shared.follow(job.job_id) as published:
+            while not job.done:
+                try:
+                    text = await self._shared.load(job.job_id)
+                except StateUnavailableError:
+                    text = None
+                if text is not None:
+                    job._apply(text)
+                try:
+                    async with asyncio.timeout(_RESYNC_S):
+                        while not job.done:
+                            job._apply(await published.get())
+                except TimeoutError:
+                    continue
 
     def _describe(self, job: Job) -> str:
         """The heartbeat line: the latest message plus how long the job has been at it."""
         now = self._clock()
         since = job.created_at if job.state == "queued" else (job.started_at or job.created_at)
         return f"{job.message} ({int(now - since)} s)"
+
+
+def _repeat(existing: Job, digest: str, key: str) -> Job:
+    """The job a repeated idempotency key names; Raises: IdempotencyConflictError on other arguments."""
+    if existing.fingerprint != digest:
+        raise IdempotencyConflictError(
+            f"idempotency_key {key!r} was already used with different arguments "
+            f"(job {existing.job_id}); use a new key or repeat the same arguments",
+            details={"idempotency_key": key, "job_id": existing.job_id},
+        )
+    return existing

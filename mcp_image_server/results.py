@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -121,11 +122,15 @@ def error_result(exc: ImageServerError, **extra: Any) -> CallToolResult:
     )
 
 
+_STDIO_OWNER: Final = "stdio:" + secrets.token_hex(8)
+"""This stdio process: its client alone, even when several processes share one Redis state."""
+
+
 def owner_of(ctx: Context[Any, Any]) -> str:
     """Who owns a job: a fingerprint of the caller's (already verified) token, or the stdio process."""
     headers = ctx.headers
     if headers is None:
-        return "stdio"
+        return _STDIO_OWNER
     lowered: dict[str, str] = {}
     for name, value in headers.items():
         lowered.setdefault(name.lower(), value)  # the first copy, the one the transport's auth check reads

@@ -7,14 +7,12 @@ details}``; protocol misuse (unknown tool, bad resource URI) stays a JSON-RPC er
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-import anyio
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
@@ -212,7 +210,7 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         try:
             # Arguments are checked before a job exists, so a bad call fails fast and costs nothing.
             service.validate(params)
-            job = service.jobs.submit(owner_of(ctx), params, idempotency_key)
+            job = await service.jobs.submit(owner_of(ctx), params, idempotency_key)
         except ImageServerError as exc:
             return error_result(exc)
         await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=True)
@@ -231,7 +229,7 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
     ) -> Annotated[CallToolResult, GenerateImageOutput]:
         """A generation job's state, or, once finished, the same result generate_image gives."""
         try:
-            job = service.jobs.get(owner_of(ctx), job_id.strip())
+            job = await service.jobs.get(owner_of(ctx), job_id.strip())
         except ImageServerError as exc:
             return error_result(exc)
         await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=False)
@@ -244,12 +242,9 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
     ) -> Annotated[CallToolResult, JobListOutput]:
         """Cancel a running generation job (a finished job is reported unchanged)."""
         try:
-            job = service.jobs.cancel(owner_of(ctx), job_id.strip())
+            job = await service.jobs.cancel(owner_of(ctx), job_id.strip(), settle=5)
         except ImageServerError as exc:
             return error_result(exc)
-        if job.task is not None and not job.task.done():
-            with anyio.move_on_after(5):
-                await asyncio.wait({job.task})
         return jobs_result(service, [job], f"Job {job.job_id} is {job.state}.")
 
     @mcp.tool(annotations=ToolAnnotations(title="List generations", read_only_hint=True))
@@ -263,7 +258,10 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         limit: Annotated[int, Field(ge=1, le=100, description="Most jobs to return, newest first.")] = 20,
     ) -> Annotated[CallToolResult, JobListOutput]:
         """Your recent generation jobs, newest first."""
-        jobs = service.jobs.list(owner_of(ctx), status, limit)
+        try:
+            jobs = await service.jobs.list(owner_of(ctx), status, limit)
+        except ImageServerError as exc:
+            return error_result(exc)
         lines = [f"{j.job_id} {j.state} {j.params.prompt[:60]!r}" for j in jobs]
         return jobs_result(service, jobs, "\n".join(lines) or "No generation jobs.")
 

@@ -26,6 +26,7 @@ from .models import (
 )
 from .providers import ProviderSpec, registry
 from .providers.manager import ProviderManager, Selection
+from .state import open_state
 from .store import ImageStore, sanitize_prefix
 
 __all__ = ["ImageService"]
@@ -91,6 +92,7 @@ class ImageService:
             ttl=settings.job_ttl,
             max_running=settings.max_jobs,
             max_queued=settings.max_queued_jobs,
+            shared=open_state(settings),
             clock=clock,
         )
         self.http_base_url: str | None = None
@@ -108,9 +110,12 @@ class ImageService:
     async def start(self) -> None:
         """Raises: StorageError when the save directory is unusable."""
         await asyncio.to_thread(self.store.open)
+        await self.jobs.start()
+        shared = self.jobs.shared
         logger.info(
-            "images are saved in %s; providers configured: %s (default %s)",
+            "images are saved in %s; jobs are kept %s; providers configured: %s (default %s)",
             self.store.where,
+            "in this process" if shared is None else f"in the shared state as replica {shared.replica_id}",
             ", ".join(self._manager.configured),
             self._manager.default_name,
         )
@@ -291,16 +296,24 @@ class ImageService:
         return out
 
     def health_info(self) -> dict[str, Any]:
+        backends = self.backends()
         return {
-            "status": "ok",
+            "status": "ok" if all(v == "ok" for v in backends.values()) else "degraded",
             "version": __version__,
             "transport": self._settings.transport,
             "providers": list(self._manager.configured),
             "default_provider": self._manager.default_name,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "jobs_in_flight": self.jobs.in_flight,
-            "backends": {"image_store": "ok" if self.store.blobs.healthy() else "unavailable"},
+            "backends": backends,
         }
+
+    def backends(self) -> dict[str, str]:
+        """Each shared backend's state, ``ok`` or ``unavailable``, and nothing else about it."""
+        found = {"image_store": "ok" if self.store.blobs.healthy() else "unavailable"}
+        if self.jobs.shared is not None:
+            found["state"] = "ok" if self.jobs.shared.healthy() else "unavailable"
+        return found
 
     # --- reload -------------------------------------------------------------------------------
 

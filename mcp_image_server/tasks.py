@@ -2,9 +2,9 @@
 
 A task *is* a generation job: task id = job id, status derives from the job state,
 the payload is what ``job_result`` builds, retention is ``MCP_JOB_TTL`` and tasks
-belong to the same owner as jobs (``owner_of``). The only state kept here is which
-jobs were created as tasks (weakly, so it dies with the job): ``tasks/*`` answer for
-those alone, so ``tasks/list`` shows what the client created as tasks and nothing else.
+belong to the same owner as jobs (``owner_of``). A job created as a task says so
+(``Job.task_inline``, kept in the shared state too): ``tasks/*`` answer for those alone,
+so ``tasks/list`` shows what the client created as tasks and nothing else.
 
 2025-11-25 (experimental core tasks): the client asks for a task with
 ``tools/call`` ``params.task``; we answer ``CreateTaskResult`` and serve
@@ -28,7 +28,6 @@ import asyncio
 import logging
 import math
 import sys
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -134,8 +133,6 @@ class TasksExtension(Extension):
 
     def __init__(self, service: ImageService) -> None:
         self._service = service
-        # Jobs created as tasks -> the original call's ``inline`` (how the payload embeds images).
-        self._tasks: weakref.WeakKeyDictionary[Job, Inline] = weakref.WeakKeyDictionary()
         self._watchers: set[asyncio.Task[None]] = set()
 
     # --- wiring -------------------------------------------------------------------------------
@@ -157,10 +154,10 @@ class TasksExtension(Extension):
         result = await call_next(ctx)
         if not _is_modern(ctx) or params.name != TASK_TOOL or not self._declared(ctx):
             return result
-        job = self._find(ctx, _job_id_of(result))
+        job = await self._find(ctx, _job_id_of(result))
         if job is None or job.done:
             return result
-        self._tasks[job] = _inline_of(params.arguments)
+        await self._service.jobs.mark_task(job, _inline_of(params.arguments))
         return {"resultType": "task", **self._task(job, modern=True)}
 
     async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -197,14 +194,14 @@ class TasksExtension(Extension):
         arguments = dict(cast(Mapping[str, Any], arguments)) if isinstance(arguments, Mapping) else {}
         # wait_seconds=0: the tool validates, submits (or finds, by idempotency key) and returns at once.
         result = await call_next(replace(ctx, params={**params, "arguments": {**arguments, "wait_seconds": 0}}))
-        job = self._find(ctx, _job_id_of(result))
+        job = await self._find(ctx, _job_id_of(result))
         if job is None:
             # Rejected before a job existed (bad arguments, queue full): no task to create.
             body: dict[str, Any] = result if isinstance(result, dict) else {}
             texts = [c.get("text", "") for c in body.get("content", []) if isinstance(c, dict)]
             error = (body.get("structuredContent") or {}).get("error")
             raise MCPError(INVALID_PARAMS, " ".join(texts) or "generate_image was rejected", error)
-        self._tasks[job] = _inline_of(arguments)
+        await self._service.jobs.mark_task(job, _inline_of(arguments))
         raw_meta = params.get("_meta")
         token = cast(Mapping[str, Any], raw_meta).get("progressToken") if isinstance(raw_meta, Mapping) else None
         self._watch(ctx.session, job, token)
@@ -243,9 +240,9 @@ class TasksExtension(Extension):
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: GetTaskRequestParams) -> HandlerResult:
         if not _is_modern(ctx):
-            return self._task(self._lookup(ctx, params.task_id), modern=False)
+            return self._task(await self._lookup(ctx, params.task_id), modern=False)
         require_client_extension(ctx, TASKS_EXTENSION)
-        job = self._lookup(ctx, params.task_id)
+        job = await self._lookup(ctx, params.task_id)
         task = self._task(job, modern=True)
         if task["status"] == "completed":
             task["result"] = await self._payload(job, ctx.protocol_version)
@@ -253,7 +250,7 @@ class TasksExtension(Extension):
 
     async def _result(self, ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadRequestParams) -> HandlerResult:
         """Blocks until the task is terminal, then returns what the plain call would have."""
-        job = self._lookup(ctx, params.task_id)
+        job = await self._lookup(ctx, params.task_id)
         await self._service.jobs.wait(job, math.inf)
         payload = await self._payload(job, ctx.protocol_version)
         payload["_meta"] = {**payload.get("_meta", {}), RELATED_TASK_KEY: {"taskId": job.job_id}}
@@ -268,7 +265,8 @@ class TasksExtension(Extension):
             offset = int(cursor)
         else:
             raise MCPError(INVALID_PARAMS, f"invalid tasks/list cursor {cursor[:40]!r}", {"cursor": cursor[:40]})
-        jobs = [job for job in self._service.jobs.list(self._owner(ctx), None, sys.maxsize) if job in self._tasks]
+        owned = await self._service.jobs.list(self._owner(ctx), None, sys.maxsize)
+        jobs = [job for job in owned if job.task_inline is not None]
         page = jobs[offset : offset + LIST_PAGE]
         body: dict[str, Any] = {"tasks": [self._task(job, modern=False) for job in page]}
         if len(jobs) > offset + LIST_PAGE:
@@ -279,7 +277,7 @@ class TasksExtension(Extension):
         modern = _is_modern(ctx)
         if modern:
             require_client_extension(ctx, TASKS_EXTENSION)
-        job = self._lookup(ctx, params.task_id)
+        job = await self._lookup(ctx, params.task_id)
         if job.done:
             if modern:
                 return {}  # cooperative: acknowledging a finished task is not an error there
@@ -288,22 +286,15 @@ class TasksExtension(Extension):
                 f"Cannot cancel task: already in terminal status {_status(job, modern)!r}",
                 {"taskId": job.job_id},
             )
-        self._service.jobs.cancel(job.owner, job.job_id)
-        if modern:
-            return {}  # eventually consistent: the ack may precede the cancelled state
-        # 2025-11-25: the task must show `cancelled` before the response goes out.
-        if job.task is not None and not job.task.done():
-            try:
-                async with asyncio.timeout(CANCEL_SETTLE_S):
-                    await asyncio.wait({job.task})
-            except TimeoutError:
-                logger.warning("task %s did not stop within %s s", job.job_id, CANCEL_SETTLE_S)
-        return self._task(job, modern=False)
+        # 2026-07-28 is eventually consistent (the ack may precede the cancelled state); at
+        # 2025-11-25 the task must show `cancelled` before the response goes out.
+        await self._service.jobs.cancel(job.owner, job.job_id, settle=0 if modern else CANCEL_SETTLE_S)
+        return {} if modern else self._task(job, modern=False)
 
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskRequestParams) -> HandlerResult:
         """Our tasks never ask for input, so no response is outstanding; acknowledge and ignore."""
         require_client_extension(ctx, TASKS_EXTENSION)
-        self._lookup(ctx, params.task_id)
+        await self._lookup(ctx, params.task_id)
         return {}
 
     # --- helpers ------------------------------------------------------------------------------
@@ -315,18 +306,18 @@ class TasksExtension(Extension):
         capabilities = ctx.session.client_capabilities
         return bool(capabilities and capabilities.extensions and TASKS_EXTENSION in capabilities.extensions)
 
-    def _find(self, ctx: ServerRequestContext[Any, Any], job_id: str | None) -> Job | None:
+    async def _find(self, ctx: ServerRequestContext[Any, Any], job_id: str | None) -> Job | None:
         if job_id is None:
             return None
         try:
-            return self._service.jobs.get(self._owner(ctx), job_id)
+            return await self._service.jobs.get(self._owner(ctx), job_id)
         except JobNotFoundError:
             return None
 
-    def _lookup(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> Job:
+    async def _lookup(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> Job:
         """The caller's task, or -32602 (unknown, expired, another owner's, or a plain job: no probing)."""
-        job = self._find(ctx, task_id)
-        if job is None or job not in self._tasks:
+        job = await self._find(ctx, task_id)
+        if job is None or job.task_inline is None:
             ttl = int(self._service.settings.job_ttl)
             raise MCPError(
                 INVALID_PARAMS,
@@ -352,6 +343,6 @@ class TasksExtension(Extension):
 
     async def _payload(self, job: Job, version: str) -> dict[str, Any]:
         """The finished job as the ``CallToolResult`` a plain call gets at ``version``."""
-        result = await job_result(self._service, job, self._tasks.get(job, "thumbnail"))
+        result = await job_result(self._service, job, cast(Inline, job.task_inline or "thumbnail"))
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         return wire_methods.serialize_server_result("tools/call", version, dumped)

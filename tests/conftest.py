@@ -13,7 +13,8 @@ import pytest
 
 from mcp_image_server.config import FIELDS
 
-from .s3 import private_s3, s3_server  # noqa: F401 - fixtures for every suite
+from .redisd import private_redis, redis_server, redis_url  # noqa: F401 - fixtures for every suite
+from .s3 import private_s3, s3_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,25 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     yield
 
 
+BACKENDS: dict[str, str] = {}
+"""Settings every server of the current test gets on top of its own: set by ``backends``."""
+
+
+@pytest.fixture(params=["memory", "redis+s3"])
+def backends(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a suite twice: on today's memory and folder, and on a real Redis state and S3 store.
+
+    Opt in with ``pytestmark = pytest.mark.usefixtures("backends")``; every server the test starts
+    (``server_env``, ``start_server``) then uses them."""
+    if request.param == "redis+s3":
+        s3 = request.getfixturevalue("s3_server")
+        BACKENDS.update({"MCP_STATE_URL": request.getfixturevalue("redis_url"), **s3.env(s3.bucket())})
+    try:
+        yield request.param
+    finally:
+        BACKENDS.clear()
+
+
 def server_env(save_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a server subprocess: nothing inherited but PATH/HOME, the repo on PYTHONPATH."""
     env = {
@@ -40,6 +60,7 @@ def server_env(save_dir: Path, extra: Mapping[str, str] | None = None) -> dict[s
         "PYTHONPATH": str(REPO),
         "MCP_IMAGE_SAVE_DIR": str(save_dir),
         "MCP_LOG_LEVEL": "INFO",
+        **BACKENDS,
     }
     env.update(extra or {})
     return env
@@ -77,7 +98,8 @@ def http_server(tmp_path: Path) -> Callable[..., Any]:
 
     The server binds a free port on 127.0.0.1; ``url`` is its ``/mcp`` endpoint. Its log goes to
     ``tmp_path/<name>.log`` and its save dir is ``tmp_path/<name>-images`` (``name`` tells servers
-    that run side by side apart; the default keeps ``tmp_path/images``).
+    that run side by side apart; the default keeps ``tmp_path/images``). ``serve.procs[name]`` is
+    the running server process, for tests that kill it.
     """
     import asyncio
     import socket
@@ -99,6 +121,7 @@ def http_server(tmp_path: Path) -> Callable[..., Any]:
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stderr is not None
+        serve.procs[name] = proc  # type: ignore[attr-defined]
         try:
             async with asyncio.timeout(30):  # the server logs its endpoint once it listens
                 while b"MCP Streamable HTTP endpoint" not in (line := await proc.stderr.readline()):
@@ -126,4 +149,5 @@ def http_server(tmp_path: Path) -> Callable[..., Any]:
                     await proc.wait()
             log.close()
 
+    serve.procs = {}  # type: ignore[attr-defined]
     return serve

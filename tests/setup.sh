@@ -1,7 +1,7 @@
 #!/bin/sh
 # What the suite uses beyond Python packages, from pinned locks: the Node clients of the interop
 # and tasks suites (MCP Inspector CLI, mcp-remote, the TypeScript SDK). Quick when already there.
-# Without node/npm/chromium those suites skip and say why, unless MCP_TEST_REQUIRE_ALL=1 (CI),
+# Without node/npm/chromium/redis-server those suites skip and say why, unless MCP_TEST_REQUIRE_ALL=1 (CI),
 # which turns anything missing into an error instead of a silent skip.
 set -u
 HERE=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
@@ -17,6 +17,9 @@ missing() {
 
 if [ "$STRICT" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     missing "chromium not found (Debian: apt-get install chromium)"
+fi
+if [ "$STRICT" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+    missing "redis-server not found (Debian: apt-get install redis-server)"
 fi
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && command -v bash >/dev/null 2>&1; then
     for script in "$HERE/interop/install_clients.sh" "$HERE/tasks/install.sh"; do

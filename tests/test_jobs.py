@@ -59,7 +59,7 @@ P = GenerateParams(prompt="a cat")
 async def test_job_runs_and_reports_each_stage_in_order() -> None:
     runner = FakeRunner()
     jobs = _manager(runner)
-    job = jobs.submit("me", P)
+    job = await jobs.submit("me", P)
     seen: list[Update] = []
 
     async def record(u: Update) -> None:
@@ -79,7 +79,7 @@ async def test_job_runs_and_reports_each_stage_in_order() -> None:
 async def test_a_wait_that_times_out_leaves_the_job_running() -> None:
     runner = FakeRunner()
     jobs = _manager(runner)
-    job = jobs.submit("me", P)
+    job = await jobs.submit("me", P)
     assert await jobs.wait(job, 0) is False
     async with asyncio.timeout(5):
         await runner.started.wait()
@@ -93,7 +93,7 @@ async def test_a_wait_that_times_out_leaves_the_job_running() -> None:
 async def test_heartbeats_keep_coming_while_nothing_changes() -> None:
     runner = FakeRunner()
     jobs = _manager(runner)
-    job = jobs.submit("me", P)
+    job = await jobs.submit("me", P)
     async with asyncio.timeout(5):
         await runner.started.wait()
     beats: list[str] = []
@@ -110,10 +110,10 @@ async def test_heartbeats_keep_coming_while_nothing_changes() -> None:
 async def test_cancel_stops_the_runner_and_marks_the_job() -> None:
     runner = FakeRunner()
     jobs = _manager(runner)
-    job = jobs.submit("me", P)
+    job = await jobs.submit("me", P)
     async with asyncio.timeout(5):
         await runner.started.wait()
-    jobs.cancel("me", job.job_id)
+    await jobs.cancel("me", job.job_id)
     async with asyncio.timeout(5):
         await runner.cancelled.wait()
         assert await jobs.wait(job, 5)
@@ -124,7 +124,7 @@ async def test_failures_are_kept_on_the_job() -> None:
     runner = FakeRunner(fail=ProviderUnavailableError("down", provider="fake"))
     runner.gate.set()
     jobs = _manager(runner)
-    job = jobs.submit("me", P)
+    job = await jobs.submit("me", P)
     async with asyncio.timeout(5):
         await jobs.wait(job, 5)
     assert job.state == "failed" and job.error is not None and job.error.code == "provider_unavailable"
@@ -134,7 +134,7 @@ async def test_a_crash_fails_the_job_without_leaking_details() -> None:
     runner = FakeRunner(fail=RuntimeError("secret internals"))
     runner.gate.set()
     jobs = _manager(runner)
-    job = jobs.submit("me", P)
+    job = await jobs.submit("me", P)
     async with asyncio.timeout(5):
         await jobs.wait(job, 5)
     assert job.error is not None and job.error.code == "internal_error" and "secret" not in job.error.message
@@ -143,12 +143,12 @@ async def test_a_crash_fails_the_job_without_leaking_details() -> None:
 async def test_jobs_belong_to_their_owner() -> None:
     runner = FakeRunner()
     jobs = _manager(runner)
-    job = jobs.submit("alice", P)
+    job = await jobs.submit("alice", P)
     with pytest.raises(JobNotFoundError):
-        jobs.get("bob", job.job_id)
+        await jobs.get("bob", job.job_id)
     with pytest.raises(JobNotFoundError):
-        jobs.cancel("bob", job.job_id)
-    assert jobs.list("bob") == [] and jobs.list("alice") == [job]
+        await jobs.cancel("bob", job.job_id)
+    assert await jobs.list("bob") == [] and await jobs.list("alice") == [job]
     assert not job.done
     runner.gate.set()
 
@@ -157,15 +157,15 @@ async def test_idempotency_key_returns_the_same_job_and_never_runs_twice() -> No
     runner = FakeRunner()
     runner.gate.set()
     jobs = _manager(runner)
-    first = jobs.submit("me", P, "k1")
-    assert jobs.submit("me", P, "k1") is first
-    assert jobs.submit("other", P, "k1") is not first  # keys are per owner
+    first = await jobs.submit("me", P, "k1")
+    assert await jobs.submit("me", P, "k1") is first
+    assert await jobs.submit("other", P, "k1") is not first  # keys are per owner
     with pytest.raises(IdempotencyConflictError) as info:
-        jobs.submit("me", GenerateParams(prompt="a dog"), "k1")
+        await jobs.submit("me", GenerateParams(prompt="a dog"), "k1")
     assert info.value.details["job_id"] == first.job_id
     async with asyncio.timeout(5):
         await jobs.wait(first, 5)
-    assert jobs.submit("me", P, "k1") is first  # still within the TTL after it finished
+    assert await jobs.submit("me", P, "k1") is first  # still within the TTL after it finished
     await jobs.aclose()
     assert len([c for c in runner.calls if c == P]) == 2  # "me" once, "other" once
 
@@ -173,17 +173,17 @@ async def test_idempotency_key_returns_the_same_job_and_never_runs_twice() -> No
 async def test_excess_jobs_queue_with_positions_then_are_refused() -> None:
     runner = FakeRunner()
     jobs = _manager(runner, max_running=1, max_queued=2)
-    a = jobs.submit("me", P)
+    a = await jobs.submit("me", P)
     async with asyncio.timeout(5):
         await runner.started.wait()
-    b = jobs.submit("me", GenerateParams(prompt="b"))
-    c = jobs.submit("me", GenerateParams(prompt="c"))
+    b = await jobs.submit("me", GenerateParams(prompt="b"))
+    c = await jobs.submit("me", GenerateParams(prompt="c"))
     assert (b.state, b.queue_position, b.message) == ("queued", 0, "queued, 0 ahead")
     assert (c.queue_position, c.message) == (1, "queued, 1 ahead")
     with pytest.raises(QueueFullError) as info:
-        jobs.submit("me", GenerateParams(prompt="d"))
+        await jobs.submit("me", GenerateParams(prompt="d"))
     assert info.value.code == "queue_full"
-    jobs.cancel("me", b.job_id)
+    await jobs.cancel("me", b.job_id)
     async with asyncio.timeout(5):
         await jobs.wait(b, 5)
     assert c.queue_position == 0 and b.state == "cancelled"
@@ -197,13 +197,13 @@ async def test_finished_jobs_expire_after_the_ttl() -> None:
     runner = FakeRunner()
     runner.gate.set()
     jobs = _manager(runner, clock)
-    job = jobs.submit("me", P, "key")
+    job = await jobs.submit("me", P, "key")
     async with asyncio.timeout(5):
         await jobs.wait(job, 5)
     clock.now += 59
-    assert jobs.get("me", job.job_id) is job
+    assert await jobs.get("me", job.job_id) is job
     clock.now += 2
     with pytest.raises(JobNotFoundError):
-        jobs.get("me", job.job_id)
-    assert jobs.submit("me", P, "key") is not job  # the key expired with it
+        await jobs.get("me", job.job_id)
+    assert await jobs.submit("me", P, "key") is not job  # the key expired with it
     await jobs.aclose()

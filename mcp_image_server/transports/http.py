@@ -161,7 +161,9 @@ async def _mcp_endpoint(request: web.Request) -> web.StreamResponse:
             return jsonrpc_error(400, INVALID_REQUEST, f"Bad Request: {name} header appears more than once")
     owner = request[OWNER_KEY]
     if request.method == "POST":
-        return await legacy.handle_post(request, manager, owner, limit, app[KEEPALIVE_KEY])
+        shared = app[SERVICE_KEY].jobs.shared
+        state_ok = shared is None or shared.healthy()
+        return await legacy.handle_post(request, manager, owner, limit, app[KEEPALIVE_KEY], state_ok)
     if request.method == "GET":
         return await legacy.handle_get(request, manager, owner, app[STREAMS_KEY], app[KEEPALIVE_KEY])
     if request.method == "DELETE":

@@ -69,9 +69,17 @@ def _is_json_body(request: web.BaseRequest) -> bool:
 
 
 async def handle_post(
-    request: web.Request, manager: SessionManager, owner: bytes, body_limit: int, keepalive: float
+    request: web.Request,
+    manager: SessionManager,
+    owner: bytes,
+    body_limit: int,
+    keepalive: float,
+    state_ok: bool = True,
 ) -> web.StreamResponse:
-    """One JSON-RPC message: ``initialize`` opens a session, anything else needs one."""
+    """One JSON-RPC message: ``initialize`` opens a session, anything else needs one.
+
+    ``state_ok`` false (the shared state is down) refuses new sessions with 503 and Retry-After.
+    """
     has_json, has_sse = accepts(request)
     if not (has_json or has_sse):
         return jsonrpc_error(
@@ -91,6 +99,11 @@ async def handle_post(
     if session_id is None:
         if not (isinstance(message, JSONRPCRequest) and message.method == "initialize"):
             return _missing_session()
+        if not state_ok:
+            return jsonrpc_error(
+                503, INTERNAL_ERROR, "The shared state (MCP_STATE_URL) is unavailable; retry shortly",
+                headers={"Retry-After": "5"},
+            )
         session = manager.create(owner)
         if session is None:
             logger.warning("refused a new session: %d sessions are open (MCP_MAX_SESSIONS)", len(manager))

@@ -26,10 +26,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import NotificationParams, ToolListChangedNotification
 from pydantic import BaseModel, Field
 
-from mcp_image_server.config import Secret, Settings
+from mcp_image_server.config import Secret, Settings, load_settings
 from mcp_image_server.service import ImageService
 from mcp_image_server.transports.http import SESSIONS_KEY, STREAMS_KEY, create_http_app
 from mcp_image_server.transports.sessions import SessionManager
+from tests.conftest import BACKENDS
 
 WAIT: float = 10.0
 """Upper bound on any wait in these tests; a hang fails instead of blocking the suite."""
@@ -166,8 +167,15 @@ class Running:
         return len(self.app[STREAMS_KEY])
 
 
+_BACKEND_FIELDS = ("state_url", "image_store_url", "aws_endpoint_url", "aws_access_key_id",
+                   "aws_secret_access_key", "aws_region")
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     tokens = overrides.pop("tokens", ())
+    if BACKENDS:  # the ``backends`` fixture: Redis state and S3 store for this test
+        shared = load_settings(BACKENDS)
+        overrides = {**{f: getattr(shared, f) for f in _BACKEND_FIELDS}, **overrides}
     return dataclasses.replace(
         Settings(),
         transport="http",

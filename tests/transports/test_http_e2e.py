@@ -11,6 +11,7 @@ from aiohttp import ClientSession
 from mcp_image_server.server import build_mcp_server
 
 TOKEN = "tok-e2e-99"
+pytestmark = pytest.mark.usefixtures("backends")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -1,0 +1,87 @@
+"""Shared job state: what lets several replicas see, wait on and cancel each other's jobs.
+
+With ``MCP_STATE_URL=memory://`` (the default) there is no shared state: the process is the
+whole server and ``JobManager``'s own dictionaries are the state, as they always were. With
+``redis://`` the job manager also writes every job's JSON snapshot here, claims idempotency
+keys here, and follows jobs other replicas run through it. The backend stores text and never
+interprets a snapshot beyond what it is given, so it does not depend on the job model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
+
+from ..config import Settings
+
+__all__ = ["ACTIVE_TTL", "LEASE_TTL", "SharedState", "open_state"]
+
+ACTIVE_TTL: Final = 7 * 86400
+"""Seconds a running job's snapshot is kept: a safety net only (the reaper ends lost jobs)."""
+LEASE_TTL: Final = 10
+"""Seconds a replica's lease outlives its last renewal; its running jobs end as worker_lost after it."""
+
+
+class SharedState(Protocol):
+    """Every call raises StateUnavailableError when the backend does not answer."""
+
+    replica_id: str
+
+    async def start(self, on_cancel: Callable[[str], None], tick: Callable[[], Awaitable[None]]) -> None:
+        """Hold this replica's lease, calling ``tick`` after each renewal, and ``on_cancel(job_id)``
+        for each cancel any replica broadcasts. Starts even when the backend is down (it recovers)."""
+
+    async def aclose(self) -> None: ...
+
+    def healthy(self) -> bool:
+        """Whether the last call reached the backend (``/health``, new-session admission)."""
+
+    async def create(
+        self, job_id: str, owner: str, created_at: float, snapshot: str, key: str | None
+    ) -> str | None:
+        """Record a new running job, claiming ``key`` (an owner's idempotency key) with it
+        atomically. Returns the snapshot of the job that already holds ``key``, recording
+        nothing, or ``None`` when this job was recorded."""
+
+    async def save(
+        self, job_id: str, snapshot: str, *, owner: str, key: str | None, done: bool, ttl: float
+    ) -> None:
+        """Replace the job's snapshot and tell its followers; a done job (and its key) lives ``ttl`` s."""
+
+    async def replace(self, job_id: str, old: str, new: str, ttl: float) -> bool:
+        """Finish a job another replica lost: write ``new`` only if the snapshot is still ``old``."""
+
+    async def load(self, job_id: str) -> str | None: ...
+
+    async def recent(self, owner: str, limit: int) -> list[str]:
+        """The owner's newest job snapshots, newest first."""
+
+    async def running(self) -> dict[str, str]:
+        """Job id -> replica, for every job recorded as not finished."""
+
+    async def forget_running(self, job_id: str) -> None:
+        """Drop a stale entry of ``running`` (its job is gone or already finished)."""
+
+    async def alive(self, replicas: Iterable[str]) -> set[str]:
+        """Which of ``replicas`` hold their lease."""
+
+    def follow(self, job_id: str) -> AbstractAsyncContextManager[asyncio.Queue[str]]:
+        """Snapshots of ``job_id`` as they are saved, from any replica (best effort: poll ``load`` too)."""
+
+    async def cancel(self, job_id: str) -> None:
+        """Ask whichever replica runs ``job_id`` to stop it (it may be missed; see ``cancels``)."""
+
+    async def cancels(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of ``job_ids`` were asked to stop."""
+
+
+def open_state(settings: Settings) -> SharedState | None:
+    """The backend ``MCP_STATE_URL`` names, or ``None`` for ``memory://`` (this process alone)."""
+    if settings.state_url is None:
+        return None
+    from .redis import RedisState  # redis is imported only when configured
+
+    return RedisState(settings.state_url.get(), settings.replica_id or secrets.token_hex(6))

@@ -1,0 +1,275 @@
+"""Shared job state on Redis 7+ or Valkey (``MCP_STATE_URL=redis://...``), on ``redis.asyncio``.
+
+Keys, all under ``mcp:``::
+
+    job:{id}            the job's JSON snapshot: 7 days while it runs, MCP_JOB_TTL once done
+    jobs:{owner}        sorted set of the owner's job ids by creation time (list_generations)
+    key:{owner}:{hash}  an idempotency key -> job id, claimed with the job in one script
+    running             hash job id -> the replica running it (what reapers check)
+    replica:{id}        a replica's lease, renewed every few seconds, gone LEASE_TTL s after it dies
+    cancel:{id}         a cancel request, for a runner that missed the broadcast
+
+Channels: ``mcp:updates:{id}`` carries each saved snapshot; ``mcp:cancel`` carries job ids to stop.
+Every call is bounded (5 s socket timeouts, two retries with backoff) and a failure is
+``StateUnavailableError``, never a hang; the URL (and its password) is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, WatchError
+
+from ..errors import StateUnavailableError
+from . import ACTIVE_TTL, LEASE_TTL
+
+__all__ = ["RedisState"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RENEW_EVERY: Final = 3.0
+RETRY_AFTER: Final = 5
+P: Final = "mcp:"
+
+# KEYS: job, owner index, running hash, idempotency key (or none). ARGV: snapshot, created_at,
+# job id, replica, active ttl, job key prefix. Claims the key and records the job in one step, so
+# two replicas given one key at the same moment start one job; a key whose job expired is reused.
+_CREATE: Final = """
+if #KEYS == 4 then
+  local holder = redis.call('GET', KEYS[4])
+  if holder then
+    local snapshot = redis.call('GET', ARGV[6] .. holder)
+    if snapshot then return snapshot end
+  end
+  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[5])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+return false
+"""
+
+
+class RedisState:
+    def __init__(self, url: str, replica_id: str) -> None:
+        self.replica_id = replica_id
+        self._client: aioredis.Redis = aioredis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+            health_check_interval=15,
+        )
+        self._create = self._client.register_script(_CREATE)
+        self._ok = True
+        self._routes: dict[str, set[asyncio.Queue[str]]] = {}
+        self._pubsub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def healthy(self) -> bool:
+        return self._ok
+
+    async def _call(self, op: Awaitable[T]) -> T:
+        try:
+            result = await op
+        except RedisError as exc:
+            if self._ok:
+                logger.warning("shared state (MCP_STATE_URL) is unavailable: %s", type(exc).__name__)
+            self._ok = False
+            raise StateUnavailableError(
+                "the shared state (Redis, MCP_STATE_URL) is unavailable; try again shortly",
+                details={"retry_after": RETRY_AFTER},
+            ) from None
+        if not self._ok:
+            logger.info("shared state (MCP_STATE_URL) is reachable again")
+        self._ok = True
+        return result
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, on_cancel: Callable[[str], None], tick: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self._call(self._client.ping())
+        except StateUnavailableError:
+            logger.warning("starting without the shared state; jobs will wait for it to come back")
+        self._tasks = [
+            asyncio.create_task(self._renew(tick), name="state-lease"),
+            asyncio.create_task(self._listen(on_cancel), name="state-listen"),
+        ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._client.delete(f"{P}replica:{self.replica_id}")  # peers need not wait out the lease
+        except RedisError:
+            pass
+        await self._client.aclose()
+
+    async def _renew(self, tick: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await self._call(self._client.set(f"{P}replica:{self.replica_id}", "1", ex=LEASE_TTL))
+                await tick()
+            except StateUnavailableError:
+                pass
+            except Exception:  # noqa: BLE001 - a bug in one round must not end the lease
+                logger.exception("shared-state housekeeping failed")
+            await asyncio.sleep(RENEW_EVERY)
+
+    async def _listen(self, on_cancel: Callable[[str], None]) -> None:
+        """One pub/sub connection per replica; rebuilt with backoff when Redis goes away."""
+        backoff = 0.1
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(f"{P}cancel", *self._routes)
+                self._pubsub = pubsub
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    channel, data = message["channel"], message["data"]
+                    if channel == f"{P}cancel":
+                        on_cancel(data)
+                    for queue in self._routes.get(channel, ()):
+                        queue.put_nowait(data)
+            except (RedisError, OSError):
+                self._pubsub = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                self._pubsub = None
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def _key(self, owner: str, key: str) -> str:
+        return f"{P}key:{owner}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+    async def create(
+        self, job_id: str, owner: str, created_at: float, snapshot: str, key: str | None
+    ) -> str | None:
+        keys = [f"{P}job:{job_id}", f"{P}jobs:{owner}", f"{P}running"]
+        if key is not None:
+            keys.append(self._key(owner, key))
+        args: list[str | float] = [snapshot, created_at, job_id, self.replica_id, ACTIVE_TTL, f"{P}job:"]
+        existing = await self._call(self._create(keys=keys, args=args))
+        return str(existing) if existing else None
+
+    async def save(
+        self, job_id: str, snapshot: str, *, owner: str, key: str | None, done: bool, ttl: float
+    ) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        if done:
+            pipe.set(f"{P}job:{job_id}", snapshot, ex=max(1, int(ttl)))
+            pipe.hdel(f"{P}running", job_id)
+            if key is not None:
+                pipe.expire(self._key(owner, key), max(1, int(ttl)))
+        else:
+            pipe.set(f"{P}job:{job_id}", snapshot, ex=ACTIVE_TTL)
+        pipe.publish(f"{P}updates:{job_id}", snapshot)
+        await self._call(pipe.execute())
+
+    async def replace(self, job_id: str, old: str, new: str, ttl: float) -> bool:
+        name = f"{P}job:{job_id}"
+
+        async def attempt() -> bool:
+            async with self._client.pipeline(transaction=True) as pipe:
+                await pipe.watch(name)
+                if await pipe.get(name) != old:
+                    await pipe.unwatch()  # type: ignore[no-untyped-call]
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(name, new, ex=max(1, int(ttl)))
+                pipe.hdel(f"{P}running", job_id)
+                pipe.publish(f"{P}updates:{job_id}", new)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    return False
+                return True
+
+        return await self._call(attempt())
+
+    async def load(self, job_id: str) -> str | None:
+        return cast("str | None", await self._call(self._client.get(f"{P}job:{job_id}")))
+
+    async def recent(self, owner: str, limit: int) -> list[str]:
+        index = f"{P}jobs:{owner}"
+        ids = cast("list[str]", await self._call(self._client.zrevrange(index, 0, limit - 1)))
+        if not ids:
+            return []
+        snapshots = cast("list[str | None]", await self._call(self._client.mget([f"{P}job:{i}" for i in ids])))
+        gone = [i for i, s in zip(ids, snapshots, strict=True) if s is None]
+        if gone:  # expired jobs leave the index when someone lists
+            await self._call(self._client.zrem(index, *gone))
+        return [s for s in snapshots if s is not None]
+
+    async def running(self) -> dict[str, str]:
+        return cast("dict[str, str]", await self._call(self._client.hgetall(f"{P}running")))
+
+    async def forget_running(self, job_id: str) -> None:
+        await self._call(self._client.hdel(f"{P}running", job_id))
+
+    async def alive(self, replicas: Iterable[str]) -> set[str]:
+        names = sorted(set(replicas))
+        if not names:
+            return set()
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(f"{P}replica:{name}")
+        found = await self._call(pipe.execute())
+        return {name for name, n in zip(names, found, strict=True) if n}
+
+    @asynccontextmanager
+    async def follow(self, job_id: str) -> AsyncIterator[asyncio.Queue[str]]:
+        channel = f"{P}updates:{job_id}"
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        routes = self._routes.setdefault(channel, set())
+        routes.add(queue)
+        if len(routes) == 1 and self._pubsub is not None:
+            try:
+                await self._pubsub.subscribe(channel)
+            except (RedisError, OSError):
+                pass  # the listener resubscribes every route when it reconnects
+        try:
+            yield queue
+        finally:
+            routes.discard(queue)
+            if not routes:
+                del self._routes[channel]
+                if self._pubsub is not None:
+                    try:
+                        await self._pubsub.unsubscribe(channel)
+                    except (RedisError, OSError):
+                        pass
+
+    async def cancel(self, job_id: str) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(f"{P}cancel:{job_id}", str(time.time()), ex=ACTIVE_TTL)
+        pipe.publish(f"{P}cancel", job_id)
+        await self._call(pipe.execute())
+
+    async def cancels(self, job_ids: Iterable[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        flags = cast("list[str | None]", await self._call(self._client.mget([f"{P}cancel:{i}" for i in ids])))
+        return {i for i, flag in zip(ids, flags, strict=True) if flag is not None}

@@ -1,0 +1,127 @@
+"""Two job managers on one real Redis: two replicas in one process, without HTTP in between.
+
+Each manager has its own ``RedisState`` (its own connections, lease and pub/sub), exactly as two
+server processes would; what one runs the other finds, follows, lists and cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from mcp_image_server.config import load_settings
+from mcp_image_server.errors import IdempotencyConflictError, JobNotFoundError, StateUnavailableError
+from mcp_image_server.jobs import JobManager, Update
+from mcp_image_server.models import GenerateParams
+from mcp_image_server.state import open_state
+
+from .redisd import RedisServer
+from .test_jobs import FakeRunner, P
+
+pytestmark = pytest.mark.timeout(60)
+
+Replicas = Callable[..., JobManager]
+
+
+@pytest.fixture
+async def replicas(redis_url: str) -> AsyncIterator[Replicas]:
+    """``replicas(runner, name=...)`` starts a job manager on the test's Redis."""
+    made: list[JobManager] = []
+
+    async def make(runner: FakeRunner, name: str, url: str = redis_url) -> JobManager:
+        shared = open_state(load_settings({"MCP_STATE_URL": url, "MCP_REPLICA_ID": name}))
+        jobs = JobManager(runner, ttl=60, max_running=4, max_queued=10, shared=shared)
+        await jobs.start()
+        made.append(jobs)
+        return jobs
+
+    yield make  # type: ignore[misc]
+    for jobs in made:
+        await jobs.aclose()
+
+
+async def test_a_job_run_by_one_replica_is_followed_from_the_other(replicas: Replicas) -> None:
+    runner = FakeRunner()
+    one, two = await replicas(runner, "one"), await replicas(FakeRunner(), "two")
+    job = await one.submit("me", P)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    copy = await two.get("me", job.job_id)
+    assert copy is not job and copy.remote and copy.replica == "one"
+    seen: list[Update] = []
+
+    async def record(update: Update) -> None:
+        seen.append(update)
+        if update.message == "submitted job 42":
+            runner.gate.set()  # let the runner go on only once the other replica saw it submitted
+
+    async with asyncio.timeout(10):
+        assert await two.wait(copy, 10, record)
+    assert seen[0] == Update("submitted", "submitted job 42")
+    assert seen[-1] == Update("succeeded", "succeeded: 0 image(s)")
+    assert copy.outcome is not None and copy.outcome.provider == "fake" and copy.provider_job_id == "42"
+    assert [j.job_id for j in await two.list("me")] == [job.job_id] and await two.list("you") == []
+    with pytest.raises(JobNotFoundError):
+        await two.get("you", job.job_id)  # owners hold across replicas
+
+
+async def test_a_cancel_on_one_replica_stops_the_job_on_the_other(replicas: Replicas) -> None:
+    runner = FakeRunner()
+    one, two = await replicas(runner, "one"), await replicas(FakeRunner(), "two")
+    job = await one.submit("me", P)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    stopped = await two.cancel("me", job.job_id, settle=5)
+    assert runner.cancelled.is_set() and job.state == "cancelled"
+    assert stopped.state == "cancelled" and stopped.error is not None and stopped.error.code == "generation_cancelled"
+
+
+async def test_one_idempotency_key_on_two_replicas_at_once_starts_one_job(replicas: Replicas) -> None:
+    runner_one, runner_two = FakeRunner(), FakeRunner()
+    runner_one.gate.set()
+    runner_two.gate.set()
+    one, two = await replicas(runner_one, "one"), await replicas(runner_two, "two")
+    for attempt in range(5):
+        key = f"race-{attempt}"
+        a, b = await asyncio.gather(one.submit("me", P, key), two.submit("me", P, key))
+        assert a.job_id == b.job_id
+    assert len(runner_one.calls) + len(runner_two.calls) == 5  # never twice for one key
+    with pytest.raises(IdempotencyConflictError):
+        await two.submit("me", GenerateParams(prompt="a dog"), "race-0")
+    other = await two.submit("you", P, "race-0")  # keys are per owner
+    assert other.job_id not in {a.job_id, b.job_id}
+
+
+async def test_a_task_created_on_one_replica_is_a_task_on_the_other(replicas: Replicas) -> None:
+    runner = FakeRunner()
+    one, two = await replicas(runner, "one"), await replicas(FakeRunner(), "two")
+    job = await one.submit("me", P)
+    await one.mark_task(job, "none")
+    assert (await two.get("me", job.job_id)).task_inline == "none"
+    runner.gate.set()
+
+
+async def test_redis_going_away_is_state_unavailable_and_it_recovers(
+    private_redis: RedisServer, replicas: Replicas
+) -> None:
+    runner = FakeRunner()
+    runner.gate.set()
+    one = await replicas(runner, "one", private_redis.url)
+    done = await one.submit("me", P)
+    async with asyncio.timeout(5):
+        assert await one.wait(done, 5)
+    assert one.shared is not None and one.shared.healthy()
+    private_redis.kill()
+    with pytest.raises(StateUnavailableError) as info:
+        await one.submit("me", P)
+    assert info.value.code == "state_unavailable" and info.value.details["retry_after"] > 0
+    assert not one.shared.healthy() and runner.calls == [P]  # nothing started without the state
+    with pytest.raises(StateUnavailableError):
+        await one.list("me")
+    private_redis.start()  # empty, as a Redis without persistence comes back
+    again = await one.submit("me", P)  # the same manager, no restart
+    async with asyncio.timeout(5):
+        assert await one.wait(again, 5)
+    assert one.shared.healthy() and [j.job_id for j in await one.list("me")] == [again.job_id]
