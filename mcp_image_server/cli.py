@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -95,7 +96,9 @@ async def _serve(settings: Settings, overrides: dict[str, str], command: str) ->
     await service.start()
     mcp = build_mcp_server(service)
     try:
-        if settings.transport == "http":
+        if settings.role == "worker":
+            await _run_worker()
+        elif settings.transport == "http":
             from .transports.http import run_http
 
             await run_http(service, mcp, settings)
@@ -105,6 +108,21 @@ async def _serve(settings: Settings, overrides: dict[str, str], command: str) ->
             await run_stdio(mcp, command)
     finally:
         await service.aclose()
+
+
+async def _run_worker() -> None:
+    """MCP_ROLE=worker: no transport; the job manager takes queued jobs until SIGTERM or Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    logger.info("worker started: taking generation jobs from the shared queue (no HTTP)")
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    logger.info("worker stopping: cancelling its running jobs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

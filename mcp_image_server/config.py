@@ -274,6 +274,9 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("MCP_STATE_URL", "state_url", _state_url, "memory://",
           "Where jobs live: memory:// (this process) or redis[s]://[:password@]host:port/db, shared by replicas.",
           True, secret=True),
+    Field("MCP_ROLE", "role", _choice("all", "api", "worker"), "all",
+          "all: serve and generate; api: serve and queue jobs, never generate; worker: no HTTP, run queued jobs "
+          "(api and worker need MCP_STATE_URL=redis://...).", True),
     Field("MCP_REPLICA_ID", "replica_id", _replica_id, "",
           "This replica's name in the shared state (unset: random per start).", True),
     # generation jobs
@@ -364,6 +367,7 @@ class Settings:
     image_url_mode: str = "public"
     image_url_ttl: int = 300
     state_url: Secret | None = None
+    role: str = "all"
     replica_id: str | None = None
     generation_wait_seconds: float = 45.0
     progress_interval: float = 5.0
@@ -461,6 +465,8 @@ def load_settings(
             problems.append(f"{f.env}={shown}: {exc}")
     if values.get("image_url_mode") == "presigned" and not str(values.get("image_store_url")).startswith("s3://"):
         problems.append("MCP_IMAGE_URL_MODE='presigned' needs an S3 store: set MCP_IMAGE_STORE_URL=s3://bucket/prefix")
+    if values.get("role") in ("api", "worker") and values.get("state_url") is None and "state_url" in values:
+        problems.append(f"MCP_ROLE={values['role']!r} needs a shared queue: set MCP_STATE_URL=redis://host:port/db")
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems), details={"problems": problems})
     return Settings(**values)

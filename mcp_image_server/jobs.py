@@ -55,6 +55,8 @@ _MAX_FINISHED: Final = 10_000
 _RESYNC_S: Final = 2.0
 """A follower re-reads a remote job's snapshot this often, in case a published one was missed."""
 _SAVE_TIMEOUT_S: Final = 15.0
+_RECLAIM_IDLE_S: Final = 15.0
+"""A queue entry taken but not acknowledged this long belongs to a replica that died taking it."""
 _LIST_SCAN: Final = 1000
 """Most snapshots ``list`` reads from the shared state when it filters by status."""
 
@@ -95,7 +97,9 @@ class Job:
     replica: str | None = None
     """The replica running the job (shared state only)."""
     remote: bool = False
-    """A copy of a job another replica runs, read from the shared state."""
+    """A copy of a job another replica runs (or that waits in the queue), read from the shared state."""
+    requeued: int = 0
+    """Times the job went back to the queue because its replica died before calling a provider."""
     version: int = 0
     """Counts changes, so a follower never applies an older snapshot over a newer one."""
     saved: int = field(default=0, repr=False)
@@ -147,6 +151,7 @@ class Job:
             "error": self.error.to_dict() if self.error else None,
             "idempotency_key": self.idempotency_key, "fingerprint": self.fingerprint,
             "task_inline": self.task_inline, "replica": self.replica, "version": self.version,
+            "requeued": self.requeued,
         })
 
     @classmethod
@@ -164,7 +169,7 @@ class Job:
             started_at=d["started_at"], updated_at=d["updated_at"], finished_at=d["finished_at"],
             outcome=outcome, error=error_from_dict(d["error"]) if d["error"] else None, handed_back=True,
             idempotency_key=d["idempotency_key"], fingerprint=d["fingerprint"], task_inline=d["task_inline"],
-            replica=d["replica"], remote=True, version=d["version"],
+            replica=d["replica"], remote=True, version=d["version"], requeued=d.get("requeued", 0),
         )
 
     def _apply(self, text: str) -> None:
@@ -180,7 +185,7 @@ class Job:
 
 _COPIED: Final = (
     "state", "message", "provider", "provider_job_id", "queue_position", "started_at", "updated_at",
-    "finished_at", "outcome", "error", "task_inline", "replica", "version",
+    "finished_at", "outcome", "error", "replica", "version", "requeued",
 )
 
 
@@ -201,9 +206,11 @@ class JobManager:
         max_running: int,
         max_queued: int,
         shared: SharedState | None = None,
+        role: str = "all",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._run = run
+        self._role = role
         self._ttl = ttl
         self._max_queued = max_queued
         self._slots = asyncio.Semaphore(max_running)
@@ -215,14 +222,18 @@ class JobManager:
         self._waiting: list[Job] = []
         self._saves: set[asyncio.Task[None]] = set()
         self._unsaved: set[str] = set()
+        self._consumer: asyncio.Task[None] | None = None
 
     @property
     def shared(self) -> SharedState | None:
         return self._shared
 
     async def start(self) -> None:
+        """With a shared state: hold the lease and, unless this is an ``api`` replica, take queued jobs."""
         if self._shared is not None:
             await self._shared.start(self._on_cancel, self._tick)
+            if self._role != "api":
+                self._consumer = asyncio.create_task(self._consume(), name="job-queue")
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -241,43 +252,87 @@ class JobManager:
             existing = self._jobs.get(existing_id) if existing_id else None
             if existing is not None:
                 return _repeat(existing, digest, idempotency_key)
-        if len(self._waiting) >= self._max_queued:
+        queue = self._role == "api"  # an api replica never generates: every job goes to the queue
+        waiting = await self._shared.queued() if queue and self._shared is not None else len(self._waiting)
+        if waiting >= self._max_queued:
             raise QueueFullError(
-                f"{len(self._waiting)} generations are already waiting (MCP_MAX_QUEUED_JOBS); try again later",
-                details={"queued": len(self._waiting), "retry_after": 5},
+                f"{waiting} generations are already waiting (MCP_MAX_QUEUED_JOBS); try again later",
+                details={"queued": waiting, "retry_after": 5},
             )
         now = self._clock()
         job = Job(
             job_id=secrets.token_hex(16), owner=owner, params=params, created_at=now, updated_at=now,
             idempotency_key=idempotency_key, fingerprint=digest,
         )
-        self._jobs[job.job_id] = job  # before any await: the reaper must see it as ours
         if self._shared is not None:
-            job.replica = self._shared.replica_id
+            if queue:
+                job.remote = True  # followed through the state like any job another replica runs
+            else:
+                job.replica = self._shared.replica_id
+                self._jobs[job.job_id] = job  # before any await: the reaper must see it as ours
             try:
-                held = await self._shared.create(job.job_id, owner, now, job.snapshot(), idempotency_key)
+                held = await self._shared.create(job.job_id, owner, now, job.snapshot(), idempotency_key, queue=queue)
             except StateUnavailableError:
-                del self._jobs[job.job_id]
+                self._jobs.pop(job.job_id, None)
                 raise
             if held is not None:
-                del self._jobs[job.job_id]
+                self._jobs.pop(job.job_id, None)
                 other = Job.from_snapshot(held)
                 return _repeat(self._jobs.get(other.job_id, other), digest, idempotency_key or "")
             job.saved = job.version
+            if queue:
+                return job
         elif idempotency_key is not None:
             self._keys[(owner, idempotency_key)] = job.job_id
+        self._launch(job)
+        return job
+
+    def _launch(self, job: Job) -> None:
+        """Run ``job`` here: wait for a slot, then the runner."""
+        self._jobs[job.job_id] = job
         self._waiting.append(job)
         self._renumber()
         job.task = asyncio.create_task(self._execute(job), name=f"job-{job.job_id}")
         job.task.add_done_callback(lambda _task: self._settle(job))
-        return job
+
+    async def _consume(self) -> None:
+        """Take queued jobs while this replica has a free slot (``all`` and ``worker`` replicas)."""
+        assert self._shared is not None
+        backoff = 0.5
+        while True:
+            try:
+                async with self._slots:  # only take work there is room for
+                    pass
+                entry = await self._shared.take(block=1.0)
+                backoff = 0.5
+            except StateUnavailableError:
+                await asyncio.sleep(backoff)  # the state is down: back off, the lease loop reports it
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if entry is not None:
+                await self._claim(*entry)
+
+    async def _claim(self, entry_id: str, job_id: str) -> None:
+        """Make a queued job ours (compare-and-set on its snapshot, so one replica runs it) and start it."""
+        assert self._shared is not None
+        try:
+            text = await self._shared.load(job_id)
+            queued = Job.from_snapshot(text) if text else None
+            if queued is not None and queued.state == "queued" and queued.replica is None:
+                job = Job.from_snapshot(text or "")
+                job.remote, job.replica, job.version = False, self._shared.replica_id, job.version + 1
+                if await self._shared.replace(job_id, text or "", job.snapshot(), self._ttl, then="run"):
+                    job.saved = job.version
+                    self._launch(job)
+            await self._shared.ack(entry_id)
+        except StateUnavailableError:
+            pass  # unacknowledged: another replica reclaims the entry once it has idled long enough
 
     async def mark_task(self, job: Job, inline: str) -> None:
         """Record that ``job`` was created as an MCP task (so every replica answers ``tasks/*`` for it)."""
         job.task_inline = inline
-        job.version += 1
-        if self._shared is not None and not job.remote:
-            await self._save(job)
+        if self._shared is not None:
+            await self._shared.mark_task(job.job_id, inline)
 
     def _set(self, job: Job, state: JobState, message: str, now: float) -> None:
         job._set(state, message, now)
@@ -386,10 +441,28 @@ class JobManager:
             if settle > 0:
                 await asyncio.wait({task}, timeout=settle)
         elif self._shared is not None:
-            await self._shared.cancel(job.job_id)
+            if not await self._cancel_queued(job):
+                await self._shared.cancel(job.job_id)
             if settle > 0:
                 await self.wait(job, settle)
         return job
+
+    async def _cancel_queued(self, job: Job) -> bool:
+        """A job nobody runs yet is cancelled in the state itself (compare-and-set: unless claimed)."""
+        assert self._shared is not None
+        text = await self._shared.load(job.job_id)
+        current = Job.from_snapshot(text) if text else None
+        if text is None or current is None or current.state != "queued" or current.replica is not None:
+            return False
+        current.finished_at = self._clock()
+        current.error = GenerationCancelledError(
+            f"generation {job.job_id} was cancelled", details={"job_id": job.job_id}
+        )
+        current._set("cancelled", "cancelled", current.finished_at)
+        if not await self._shared.replace(job.job_id, text, current.snapshot(), self._ttl):
+            return False
+        job._apply(current.snapshot())
+        return True
 
     def _on_cancel(self, job_id: str) -> None:
         """A replica asked for ``job_id`` to stop: stop it if it runs here."""
@@ -414,6 +487,9 @@ class JobManager:
             if job_id in self._jobs or (replica != me and replica in alive):
                 continue
             await self._reap(job_id, replica)
+        if self._role != "api":
+            for entry in await self._shared.reclaim(_RECLAIM_IDLE_S):
+                await self._claim(*entry)
 
     async def _reap(self, job_id: str, replica: str) -> None:
         """End a job whose replica is gone: ``worker_lost``, unless it finished meanwhile."""
@@ -422,6 +498,14 @@ class JobManager:
         job = Job.from_snapshot(text) if text else None
         if job is None or job.done or job.replica != replica:
             await self._shared.forget_running(job_id)
+            return
+        if job.provider is None and job.provider_job_id is None and job.requeued == 0:
+            # Lost before any provider was called: nothing was billed, so another replica may run it.
+            job.requeued, job.replica, job.queue_position, job.started_at = 1, None, None, None
+            job._set("queued", f"queued again: replica {replica} stopped before calling a provider", self._clock())
+            assert text is not None
+            if await self._shared.replace(job_id, text, job.snapshot(), self._ttl, then="queue"):
+                logger.warning("generation %s went back to the queue: replica %s was lost", job_id, replica)
             return
         now = self._clock()
         job.finished_at = now
@@ -436,6 +520,9 @@ class JobManager:
             logger.warning("generation %s was lost with replica %s (worker_lost)", job_id, replica)
 
     async def aclose(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
         tasks = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
         for task in tasks:
             task.cancel()
@@ -455,6 +542,9 @@ class JobManager:
         if job is None and valid and self._shared is not None:
             text = await self._shared.load(job_id)
             job = Job.from_snapshot(text) if text else None
+        if job is not None and job.task_inline is None and self._shared is not None:
+            # Marked as a task on the replica that took the call, which need not be this one.
+            job.task_inline = (await self._shared.task_marks([job_id])).get(job_id)
         if job is None or job.owner != owner:
             raise JobNotFoundError(
                 f"no generation job {job_id[:80]!r} for this client (jobs are kept {int(self._ttl)} s after "
@@ -472,6 +562,9 @@ class JobManager:
         else:
             snapshots = await self._shared.recent(owner, limit if status is None else _LIST_SCAN)
             jobs = [self._jobs.get(j.job_id, j) for j in map(Job.from_snapshot, snapshots)]
+            marks = await self._shared.task_marks(j.job_id for j in jobs if j.task_inline is None)
+            for job in jobs:
+                job.task_inline = marks.get(job.job_id, job.task_inline)
         return [j for j in jobs if status is None or j.state == status][:limit]
 
     def jobs(self) -> Iterator[Job]:

@@ -93,6 +93,7 @@ class ImageService:
             max_running=settings.max_jobs,
             max_queued=settings.max_queued_jobs,
             shared=open_state(settings),
+            role=settings.role,
             clock=clock,
         )
         self.http_base_url: str | None = None
@@ -115,7 +116,8 @@ class ImageService:
         logger.info(
             "images are saved in %s; jobs are kept %s; providers configured: %s (default %s)",
             self.store.where,
-            "in this process" if shared is None else f"in the shared state as replica {shared.replica_id}",
+            "in this process" if shared is None else
+            f"in the shared state as {self._settings.role} replica {shared.replica_id}",
             ", ".join(self._manager.configured),
             self._manager.default_name,
         )
@@ -301,6 +303,7 @@ class ImageService:
             "status": "ok" if all(v == "ok" for v in backends.values()) else "degraded",
             "version": __version__,
             "transport": self._settings.transport,
+            "role": self._settings.role,
             "providers": list(self._manager.configured),
             "default_provider": self._manager.default_name,
             "uptime_s": round(time.monotonic() - self.started_at, 1),

@@ -118,6 +118,79 @@ async def test_two_replicas_share_jobs_progress_cancels_images_and_idempotency_k
             assert len(emulator.requests_to("generate")) == calls_before + 1
 
 
+@asynccontextmanager
+async def _worker(tmp_path: Path, env: dict[str, str], name: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A ``MCP_ROLE=worker`` process (no HTTP), once it says it takes jobs; its log is ``<name>.log``."""
+    log = (tmp_path / f"{name}.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcp_image_server", cwd=tmp_path,
+        env=server_env(tmp_path / f"{name}-images", {**env, "MCP_ROLE": "worker", "MCP_REPLICA_ID": name}),
+        stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b"worker started" not in (line := await proc.stderr.readline()):
+                assert line, "the worker exited before starting"
+                log.write(line)
+
+        async def pump() -> None:
+            assert proc.stderr is not None
+            while chunk := await proc.stderr.read(65536):
+                log.write(chunk)
+
+        drain = asyncio.create_task(pump())
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                async with asyncio.timeout(20):
+                    await proc.wait()
+            drain.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log.close()
+
+
+async def test_api_replicas_queue_and_workers_run_and_a_killed_worker_loses_nothing_it_need_not(
+    redis_url: str, s3_server: S3Server, http_server: Any, tmp_path: Path
+) -> None:
+    async with OpenAIEmulator() as emulator:
+        env = _env(redis_url, s3_server, emulator) | {"MCP_OPENAI_MAX_CONCURRENCY": "1"}
+        api_env = env | {"MCP_ROLE": "api"}
+        async with http_server(api_env, TOKEN, "api-1") as api1, http_server(api_env, TOKEN, "api-2") as api2:
+            async with _worker(tmp_path, env, "worker-1") as worker:
+                done = await _call(api1, "generate_image", {**GEN, "wait_seconds": 30})
+                assert done["ok"] and done["images"], done
+                # Two jobs on worker-1: the first holds the vendor, the second waits for the
+                # vendor slot (it has called no provider yet). Then worker-1 dies.
+                emulator.fail_next("hang")
+                billed = await _call(api1, "generate_image", {**GEN, "prompt": "first", "wait_seconds": 0})
+                async with asyncio.timeout(10):
+                    await emulator.hanging.wait()
+                waiting = await _call(api2, "generate_image", {**GEN, "prompt": "second", "wait_seconds": 0})
+                async with asyncio.timeout(10):
+                    while "queued for openai" not in (
+                        await _call(api2, "get_generation", {"job_id": waiting["job_id"], "wait_seconds": 0})
+                    )["message"]:
+                        await asyncio.sleep(0.1)
+                calls = len(emulator.requests_to("generate"))
+                worker.send_signal(signal.SIGKILL)
+                await worker.wait()
+            emulator.release()
+            async with _worker(tmp_path, env, "worker-2"):
+                lost = await _call(api2, "get_generation", {"job_id": billed["job_id"], "wait_seconds": 40})
+                assert lost["error"]["code"] == "worker_lost", lost  # it reached the vendor: never run twice
+                rerun = await _call(api1, "get_generation", {"job_id": waiting["job_id"], "wait_seconds": 40})
+                assert rerun["ok"] and rerun["images"], rerun  # re-queued once, finished by worker-2
+                assert len(emulator.requests_to("generate")) == calls + 1
+            health = await _call(api1, "list_generations", {})
+            assert {j["status"] for j in health["jobs"]} == {"succeeded", "failed"}
+
+
 async def test_a_replica_killed_mid_job_leaves_it_failed_with_worker_lost(
     redis_url: str, s3_server: S3Server, http_server: Any
 ) -> None:

@@ -30,9 +30,9 @@ async def replicas(redis_url: str) -> AsyncIterator[Replicas]:
     """``replicas(runner, name=...)`` starts a job manager on the test's Redis."""
     made: list[JobManager] = []
 
-    async def make(runner: FakeRunner, name: str, url: str = redis_url) -> JobManager:
+    async def make(runner: FakeRunner, name: str, url: str = redis_url, role: str = "all") -> JobManager:
         shared = open_state(load_settings({"MCP_STATE_URL": url, "MCP_REPLICA_ID": name}))
-        jobs = JobManager(runner, ttl=60, max_running=4, max_queued=10, shared=shared)
+        jobs = JobManager(runner, ttl=60, max_running=4, max_queued=10, shared=shared, role=role)
         await jobs.start()
         made.append(jobs)
         return jobs
@@ -125,3 +125,47 @@ async def test_redis_going_away_is_state_unavailable_and_it_recovers(
     async with asyncio.timeout(5):
         assert await one.wait(again, 5)
     assert one.shared.healthy() and [j.job_id for j in await one.list("me")] == [again.job_id]
+
+
+async def test_an_api_replica_queues_and_a_worker_runs(replicas: Replicas) -> None:
+    api_runner, worker_runner = FakeRunner(), FakeRunner()
+    worker_runner.gate.set()
+    api = await replicas(api_runner, "api", role="api")
+    job = await api.submit("me", P, "k")
+    assert job.remote and job.state == "queued" and job.replica is None
+    assert (await api.submit("me", P, "k")).job_id == job.job_id  # the key holds while it waits
+    await api.mark_task(job, "none")
+    await replicas(worker_runner, "worker", role="worker")
+    async with asyncio.timeout(10):
+        assert await api.wait(job, 10)
+    assert job.state == "succeeded" and job.replica == "worker" and not api_runner.calls
+    assert worker_runner.calls == [P]
+    assert (await api.get("me", job.job_id)).task_inline == "none"  # a task, though the worker ran it
+
+
+async def test_a_queued_job_is_cancelled_in_the_state_when_nobody_runs_it(replicas: Replicas) -> None:
+    api = await replicas(FakeRunner(), "api", role="api")
+    job = await api.submit("me", P)
+    stopped = await api.cancel("me", job.job_id, settle=5)
+    assert stopped.state == "cancelled" and stopped.error is not None
+    worker_runner = FakeRunner()
+    worker_runner.gate.set()
+    await replicas(worker_runner, "worker", role="worker")
+    later = await api.submit("me", GenerateParams(prompt="later"))
+    async with asyncio.timeout(10):
+        assert await api.wait(later, 10)  # the queue is first in, first out: the cancelled entry went first
+    assert (await api.get("me", job.job_id)).state == "cancelled"
+    assert worker_runner.calls == [GenerateParams(prompt="later")]  # the cancelled job never ran
+
+
+def test_api_and_worker_roles_need_a_shared_state_and_urls_are_checked_with_passwords_masked() -> None:
+    for role in ("api", "worker"):
+        with pytest.raises(Exception) as info:
+            load_settings({"MCP_ROLE": role})
+        assert "MCP_ROLE" in str(info.value) and "MCP_STATE_URL=redis://" in str(info.value)
+    assert load_settings({"MCP_ROLE": "worker", "MCP_STATE_URL": "rediss://:pw@h:6380/2"}).role == "worker"
+    assert load_settings({"MCP_STATE_URL": "memory://"}).state_url is None
+    for bad in ("redis://:hunter2@:6379/0", "redis://:hunter2@h:70000/0", "redis://:hunter2@h:1/db", "http://h"):
+        with pytest.raises(Exception) as info:
+            load_settings({"MCP_STATE_URL": bad})
+        assert "MCP_STATE_URL" in str(info.value) and "hunter2" not in str(info.value)

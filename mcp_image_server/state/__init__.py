@@ -40,19 +40,20 @@ class SharedState(Protocol):
         """Whether the last call reached the backend (``/health``, new-session admission)."""
 
     async def create(
-        self, job_id: str, owner: str, created_at: float, snapshot: str, key: str | None
+        self, job_id: str, owner: str, created_at: float, snapshot: str, key: str | None, *, queue: bool = False
     ) -> str | None:
-        """Record a new running job, claiming ``key`` (an owner's idempotency key) with it
-        atomically. Returns the snapshot of the job that already holds ``key``, recording
-        nothing, or ``None`` when this job was recorded."""
+        """Record a new job, running here or (``queue``) waiting in the queue for any replica,
+        claiming ``key`` (an owner's idempotency key) with it atomically. Returns the snapshot of
+        the job that already holds ``key``, recording nothing, or ``None`` when this job was recorded."""
 
     async def save(
         self, job_id: str, snapshot: str, *, owner: str, key: str | None, done: bool, ttl: float
     ) -> None:
         """Replace the job's snapshot and tell its followers; a done job (and its key) lives ``ttl`` s."""
 
-    async def replace(self, job_id: str, old: str, new: str, ttl: float) -> bool:
-        """Finish a job another replica lost: write ``new`` only if the snapshot is still ``old``."""
+    async def replace(self, job_id: str, old: str, new: str, ttl: float, then: str = "done") -> bool:
+        """Write ``new`` only if the snapshot is still ``old`` (a compare-and-set), and then: ``done``
+        (finished, kept ``ttl`` s), ``run`` (this replica runs it) or ``queue`` (back in the queue)."""
 
     async def load(self, job_id: str) -> str | None: ...
 
@@ -70,6 +71,23 @@ class SharedState(Protocol):
 
     def follow(self, job_id: str) -> AbstractAsyncContextManager[asyncio.Queue[str]]:
         """Snapshots of ``job_id`` as they are saved, from any replica (best effort: poll ``load`` too)."""
+
+    async def mark_task(self, job_id: str, inline: str) -> None:
+        """Record that ``job_id`` was created as an MCP task (kept apart from the runner's snapshots)."""
+
+    async def task_marks(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Job id -> inline mode, for those of ``job_ids`` created as tasks."""
+
+    async def take(self, block: float) -> tuple[str, str] | None:
+        """The next queued (entry id, job id), waiting up to ``block`` s; ``ack`` it once claimed."""
+
+    async def reclaim(self, idle: float) -> list[tuple[str, str]]:
+        """Queue entries a replica took but never acknowledged for ``idle`` s (it died)."""
+
+    async def ack(self, entry_id: str) -> None: ...
+
+    async def queued(self) -> int:
+        """How many jobs wait in the queue."""
 
     async def cancel(self, job_id: str) -> None:
         """Ask whichever replica runs ``job_id`` to stop it (it may be missed; see ``cancels``)."""

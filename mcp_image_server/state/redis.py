@@ -6,8 +6,10 @@ Keys, all under ``mcp:``::
     jobs:{owner}        sorted set of the owner's job ids by creation time (list_generations)
     key:{owner}:{hash}  an idempotency key -> job id, claimed with the job in one script
     running             hash job id -> the replica running it (what reapers check)
+    queue               stream of job ids waiting for a replica (consumer group ``workers``)
     replica:{id}        a replica's lease, renewed every few seconds, gone LEASE_TTL s after it dies
     cancel:{id}         a cancel request, for a runner that missed the broadcast
+    task:{id}           the job was created as an MCP task (its payload's inline mode)
 
 Channels: ``mcp:updates:{id}`` carries each saved snapshot; ``mcp:cancel`` carries job ids to stop.
 Every call is bounded (5 s socket timeouts, two retries with backoff) and a failure is
@@ -40,22 +42,29 @@ T = TypeVar("T")
 RENEW_EVERY: Final = 3.0
 RETRY_AFTER: Final = 5
 P: Final = "mcp:"
+QUEUE: Final = f"{P}queue"
+GROUP: Final = "workers"
 
-# KEYS: job, owner index, running hash, idempotency key (or none). ARGV: snapshot, created_at,
-# job id, replica, active ttl, job key prefix. Claims the key and records the job in one step, so
-# two replicas given one key at the same moment start one job; a key whose job expired is reused.
+# KEYS: job, owner index, running hash, queue, idempotency key (or none). ARGV: snapshot,
+# created_at, job id, replica ("" = queue the job), active ttl, job key prefix. Claims the key and
+# records the job in one step, so two replicas given one key at the same moment start one job; a
+# key whose job expired is reused.
 _CREATE: Final = """
-if #KEYS == 4 then
-  local holder = redis.call('GET', KEYS[4])
+if #KEYS == 5 then
+  local holder = redis.call('GET', KEYS[5])
   if holder then
     local snapshot = redis.call('GET', ARGV[6] .. holder)
     if snapshot then return snapshot end
   end
-  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[5])
+  redis.call('SET', KEYS[5], ARGV[3], 'EX', ARGV[5])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[4] == '' then
+  redis.call('XADD', KEYS[4], '*', 'job', ARGV[3])
+else
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+end
 return false
 """
 
@@ -164,12 +173,13 @@ class RedisState:
         return f"{P}key:{owner}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
     async def create(
-        self, job_id: str, owner: str, created_at: float, snapshot: str, key: str | None
+        self, job_id: str, owner: str, created_at: float, snapshot: str, key: str | None, *, queue: bool = False
     ) -> str | None:
-        keys = [f"{P}job:{job_id}", f"{P}jobs:{owner}", f"{P}running"]
+        keys = [f"{P}job:{job_id}", f"{P}jobs:{owner}", f"{P}running", QUEUE]
         if key is not None:
             keys.append(self._key(owner, key))
-        args: list[str | float] = [snapshot, created_at, job_id, self.replica_id, ACTIVE_TTL, f"{P}job:"]
+        runner = "" if queue else self.replica_id
+        args: list[str | float] = [snapshot, created_at, job_id, runner, ACTIVE_TTL, f"{P}job:"]
         existing = await self._call(self._create(keys=keys, args=args))
         return str(existing) if existing else None
 
@@ -187,7 +197,7 @@ class RedisState:
         pipe.publish(f"{P}updates:{job_id}", snapshot)
         await self._call(pipe.execute())
 
-    async def replace(self, job_id: str, old: str, new: str, ttl: float) -> bool:
+    async def replace(self, job_id: str, old: str, new: str, ttl: float, then: str = "done") -> bool:
         name = f"{P}job:{job_id}"
 
         async def attempt() -> bool:
@@ -197,8 +207,13 @@ class RedisState:
                     await pipe.unwatch()  # type: ignore[no-untyped-call]
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.set(name, new, ex=max(1, int(ttl)))
-                pipe.hdel(f"{P}running", job_id)
+                pipe.set(name, new, ex=max(1, int(ttl)) if then == "done" else ACTIVE_TTL)
+                if then == "run":
+                    pipe.hset(f"{P}running", job_id, self.replica_id)
+                else:
+                    pipe.hdel(f"{P}running", job_id)
+                if then == "queue":
+                    pipe.xadd(QUEUE, {"job": job_id})
                 pipe.publish(f"{P}updates:{job_id}", new)
                 try:
                     await pipe.execute()
@@ -260,6 +275,60 @@ class RedisState:
                         await self._pubsub.unsubscribe(channel)
                     except (RedisError, OSError):
                         pass
+
+    async def mark_task(self, job_id: str, inline: str) -> None:
+        await self._call(self._client.set(f"{P}task:{job_id}", inline, ex=ACTIVE_TTL))
+
+    async def task_marks(self, job_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        marks = cast("list[str | None]", await self._call(self._client.mget([f"{P}task:{i}" for i in ids])))
+        return {i: m for i, m in zip(ids, marks, strict=True) if m is not None}
+
+    # --- the queue --------------------------------------------------------------------------
+
+    async def _group(self) -> None:
+        try:
+            await self._client.xgroup_create(QUEUE, GROUP, id="0", mkstream=True)
+        except RedisError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def take(self, block: float) -> tuple[str, str] | None:
+        """The next queued job (entry id, job id), waiting up to ``block`` s; ``ack`` it once claimed."""
+
+        async def read() -> Any:
+            await self._group()
+            return await self._client.xreadgroup(
+                GROUP, self.replica_id, {QUEUE: ">"}, count=1, block=max(1, int(block * 1000))
+            )
+
+        # A blocking read must outlast the socket timeout's budget, so it gets its own bound.
+        reply = await self._call(read())
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                return str(entry_id), str(fields.get("job", ""))
+        return None
+
+    async def reclaim(self, idle: float) -> list[tuple[str, str]]:
+        """Entries taken by a replica that died before claiming them (idle over ``idle`` s)."""
+
+        async def claim() -> Any:
+            await self._group()
+            return await self._client.xautoclaim(QUEUE, GROUP, self.replica_id, int(idle * 1000), count=10)
+
+        reply = await self._call(claim())
+        return [(str(entry_id), str(fields.get("job", ""))) for entry_id, fields in reply[1] if fields]
+
+    async def ack(self, entry_id: str) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xack(QUEUE, GROUP, entry_id)
+        pipe.xdel(QUEUE, entry_id)
+        await self._call(pipe.execute())
+
+    async def queued(self) -> int:
+        return int(await self._call(self._client.xlen(QUEUE)))
 
     async def cancel(self, job_id: str) -> None:
         pipe = self._client.pipeline(transaction=True)
