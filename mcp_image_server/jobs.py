@@ -447,6 +447,18 @@ class JobManager:
                 await self.wait(job, settle)
         return job
 
+    def cancel_soon(self, job: Job) -> None:
+        """Cancel a remote job from a context that cannot wait (a call being torn down)."""
+        task = asyncio.get_running_loop().create_task(self._cancel_quietly(job))
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+
+    async def _cancel_quietly(self, job: Job) -> None:
+        try:
+            await self.cancel(job.owner, job.job_id)
+        except (StateUnavailableError, JobNotFoundError):
+            logger.warning("could not cancel abandoned generation %s", job.job_id)
+
     async def _cancel_queued(self, job: Job) -> bool:
         """A job nobody runs yet is cancelled in the state itself (compare-and-set: unless claimed)."""
         assert self._shared is not None

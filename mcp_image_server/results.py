@@ -241,8 +241,11 @@ async def wait_for_job(
     try:
         await service.jobs.wait(job, timeout, report, heartbeat=service.settings.progress_interval)
     except anyio.get_cancelled_exc_class():
-        if cancel_on_abandon and not job.handed_back and job.task is not None:
-            job.task.cancel()
+        if cancel_on_abandon and not job.handed_back:
+            if job.task is not None:
+                job.task.cancel()
+            elif job.remote:  # queued for, or run by, another replica: ask there (this call is ending)
+                service.jobs.cancel_soon(job)
         raise
 
 

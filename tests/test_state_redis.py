@@ -158,6 +158,15 @@ async def test_a_queued_job_is_cancelled_in_the_state_when_nobody_runs_it(replic
     assert worker_runner.calls == [GenerateParams(prompt="later")]  # the cancelled job never ran
 
 
+async def test_an_abandoned_call_on_an_api_replica_cancels_its_queued_job(replicas: Replicas) -> None:
+    api = await replicas(FakeRunner(), "api", role="api")
+    job = await api.submit("me", P)
+    api.cancel_soon(job)  # what a torn-down generate_image call does with a job it never handed back
+    async with asyncio.timeout(10):
+        assert await api.wait(job, 10)
+    assert job.state == "cancelled"
+
+
 def test_api_and_worker_roles_need_a_shared_state_and_urls_are_checked_with_passwords_masked() -> None:
     for role in ("api", "worker"):
         with pytest.raises(Exception) as info:
