@@ -152,13 +152,19 @@ def _store_url(value: str) -> str | None:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (what logs and errors may show)."""
+    """``url`` with any password (``user:pw@`` or a ``password=`` query item) replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    if parts.query:
+        query = "&".join(
+            f"{name}=***" if name.lower() == "password" else item
+            for item in parts.query.split("&")
+            for name in [item.partition("=")[0]]
+        )
+        parts = parts._replace(query=query)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    return parts.geturl()
 
 
 def _state_url(value: str) -> Secret | None:

@@ -40,7 +40,7 @@ from .errors import (
     error_from_dict,
 )
 from .models import GenerateOutcome, GenerateParams, ImageRecord, ProgressFn
-from .state import SharedState
+from .state import LEASE_TTL, SharedState
 
 __all__ = ["ACTIVE", "Job", "JobManager", "JobState", "Update"]
 
@@ -55,6 +55,10 @@ _MAX_FINISHED: Final = 10_000
 _RESYNC_S: Final = 2.0
 """A follower re-reads a remote job's snapshot this often, in case a published one was missed."""
 _SAVE_TIMEOUT_S: Final = 15.0
+_LOST_AFTER_S: Final = 6.0
+"""A replica whose lease is gone stays gone this long (two renewals) before its jobs are reaped."""
+_GONE_AFTER: Final = 3
+"""A followed job whose snapshot is missing on this many reads in a row has vanished."""
 _RECLAIM_IDLE_S: Final = 15.0
 """A queue entry taken but not acknowledged this long belongs to a replica that died taking it."""
 _LIST_SCAN: Final = 1000
@@ -172,10 +176,10 @@ class Job:
             replica=d["replica"], remote=True, version=d["version"], requeued=d.get("requeued", 0),
         )
 
-    def _apply(self, text: str) -> None:
-        """Bring a remote copy up to a newer snapshot and tell its listeners."""
+    def _apply(self, text: str, *, force: bool = False) -> None:
+        """Bring a remote copy up to a newer snapshot (any, with ``force``) and tell its listeners."""
         fresh = Job.from_snapshot(text)
-        if fresh.version <= self.version:
+        if fresh.version <= self.version and not force:
             return
         for name in _COPIED:
             setattr(self, name, getattr(fresh, name))
@@ -222,6 +226,9 @@ class JobManager:
         self._waiting: list[Job] = []
         self._saves: set[asyncio.Task[None]] = set()
         self._unsaved: set[str] = set()
+        self._unmarked: dict[str, str] = {}
+        self._absent: dict[str, float] = {}
+        """Replica -> when its lease was first seen gone (monotonic); it is reaped after _LOST_AFTER_S."""
         self._consumer: asyncio.Task[None] | None = None
 
     @property
@@ -321,7 +328,13 @@ class JobManager:
             if queued is not None and queued.state == "queued" and queued.replica is None:
                 job = Job.from_snapshot(text or "")
                 job.remote, job.replica, job.version = False, self._shared.replica_id, job.version + 1
-                if await self._shared.replace(job_id, text or "", job.snapshot(), self._ttl, then="run"):
+                self._jobs[job_id] = job  # before the await: the reaper must see it as ours
+                try:
+                    claimed = await self._shared.replace(job_id, text or "", job.snapshot(), self._ttl, then="run")
+                finally:
+                    if self._jobs.get(job_id) is job and job.task is None:
+                        del self._jobs[job_id]
+                if claimed:
                     job.saved = job.version
                     self._launch(job)
             await self._shared.ack(entry_id)
@@ -329,14 +342,18 @@ class JobManager:
             pass  # unacknowledged: another replica reclaims the entry once it has idled long enough
 
     async def mark_task(self, job: Job, inline: str) -> None:
-        """Record that ``job`` was created as an MCP task (so every replica answers ``tasks/*`` for it)."""
+        """Record that ``job`` was created as an MCP task (so every replica answers ``tasks/*`` for
+        it). Best effort: the job exists already, so a state outage only delays the mark (``_tick``)."""
         job.task_inline = inline
         if self._shared is not None:
-            await self._shared.mark_task(job.job_id, inline)
+            try:
+                await self._shared.mark_task(job.job_id, inline)
+            except StateUnavailableError:
+                self._unmarked[job.job_id] = inline
 
     def _set(self, job: Job, state: JobState, message: str, now: float) -> None:
         job._set(state, message, now)
-        if self._shared is not None:
+        if self._shared is not None and not job.remote:
             task = asyncio.get_running_loop().create_task(self._save(job))
             self._saves.add(task)
             task.add_done_callback(self._saves.discard)
@@ -345,12 +362,12 @@ class JobManager:
         """Write the job's current state (one writer per job, so the newest state lands last)."""
         assert self._shared is not None
         async with job.save_lock:
-            if job.saved >= job.version:
+            if job.saved >= job.version or job.remote:
                 return
             version = job.version
             try:
                 async with asyncio.timeout(_SAVE_TIMEOUT_S):
-                    await self._shared.save(
+                    refused = await self._shared.save(
                         job.job_id, job.snapshot(), owner=job.owner, key=job.idempotency_key,
                         done=job.done, ttl=self._ttl,
                     )
@@ -358,13 +375,29 @@ class JobManager:
                 self._unsaved.add(job.job_id)  # written again once the state answers (``_tick``)
                 return
             job.saved = version
+            if refused is not None:
+                self._disown(job, refused)
+
+    def _disown(self, job: Job, stored: str) -> None:
+        """The state says another replica owns ``job`` or it already ended (this replica was cut
+        off long enough to be declared lost): stop running it and show what the state says."""
+        logger.warning("generation %s was ended or taken over elsewhere while this replica was cut off; "
+                       "stopping it here", job.job_id)
+        job.remote = True
+        self._jobs.pop(job.job_id, None)
+        if job in self._waiting:
+            self._waiting.remove(job)
+            self._renumber()
+        if job.task is not None:
+            job.task.cancel()
+        job._apply(stored, force=True)
 
     def _settle(self, job: Job) -> None:
         """Runs when the job's task ends: drop the task (a finished job is kept for an hour and
         should cost little), and finish a task cancelled before its first step, which never
         ran ``_execute``'s handlers."""
         job.task = None
-        if job.done:
+        if job.done or job.remote:
             return
         if job in self._waiting:
             self._waiting.remove(job)
@@ -398,22 +431,35 @@ class JobManager:
             self._settle(job)
             raise
         except ImageServerError as exc:
+            if not await self._still_ours(job):
+                return
             job.finished_at = self._clock()
             job.error = exc
             self._set(job, "failed", f"failed: {exc.code}", job.finished_at)
         except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not vanish in a task
             logger.exception("generation job %s crashed", job.job_id)
+            if not await self._still_ours(job):
+                return
             job.finished_at = self._clock()
             job.error = ImageServerError("internal error while generating; see the server log")
             self._set(job, "failed", "failed: internal_error", job.finished_at)
             del exc
         else:
+            if not await self._still_ours(job):
+                return
             job.finished_at = self._clock()
             job.outcome = outcome
             job.provider = outcome.provider
             self._set(job, "succeeded", f"succeeded: {len(outcome.records)} image(s)", job.finished_at)
         if self._shared is not None:
             await self._save(job)  # other replicas see the end before this one reports it
+
+    async def _still_ours(self, job: Job) -> bool:
+        """Before a job ends here, land its pending saves: one refused means this replica was
+        declared lost meanwhile, and nobody should see an end the shared state will not keep."""
+        if self._shared is not None:
+            await self._save(job)
+        return not job.remote
 
     def _renumber(self) -> None:
         """Keep queue positions current; only jobs that really wait for a slot say so."""
@@ -483,7 +529,7 @@ class JobManager:
             job.task.cancel()
 
     async def _tick(self) -> None:
-        """After each lease renewal: honour missed cancels, re-save what failed, reap lost jobs."""
+        """Every few seconds: honour missed cancels, re-save what failed, reap lost jobs."""
         assert self._shared is not None
         running = [j.job_id for j in self._jobs.values() if j.task is not None]
         for job_id in await self._shared.cancels(running):
@@ -492,16 +538,32 @@ class JobManager:
             self._unsaved.discard(job_id)
             if (job := self._jobs.get(job_id)) is not None:
                 await self._save(job)
-        recorded = await self._shared.running()
-        me = self._shared.replica_id
-        alive = await self._shared.alive(r for r in recorded.values() if r != me)
-        for job_id, replica in recorded.items():
-            if job_id in self._jobs or (replica != me and replica in alive):
-                continue
-            await self._reap(job_id, replica)
+        for job_id, inline in list(self._unmarked.items()):
+            await self._shared.mark_task(job_id, inline)
+            del self._unmarked[job_id]
+        await self._reap_lost()
         if self._role != "api":
             for entry in await self._shared.reclaim(_RECLAIM_IDLE_S):
                 await self._claim(*entry)
+
+    async def _reap_lost(self) -> None:
+        """End the jobs of replicas whose lease has been gone for _LOST_AFTER_S. Not right after an
+        outage of the state: every lease lapsed during it, and the living renew theirs first."""
+        assert self._shared is not None
+        recorded = await self._shared.running()
+        me = self._shared.replica_id
+        alive = await self._shared.alive(r for r in recorded.values() if r != me)
+        now = time.monotonic()
+        if self._shared.steady() < LEASE_TTL:
+            self._absent.clear()
+            return
+        gone = {r for r in recorded.values() if r != me and r not in alive}
+        self._absent = {r: self._absent.get(r, now) for r in gone}
+        for job_id, replica in recorded.items():
+            if job_id in self._jobs:
+                continue
+            if replica == me or now - self._absent.get(replica, now) >= _LOST_AFTER_S:
+                await self._reap(job_id, replica)
 
     async def _reap(self, job_id: str, replica: str) -> None:
         """End a job whose replica is gone: ``worker_lost``, unless it finished meanwhile."""
@@ -588,7 +650,10 @@ class JobManager:
 
     def _sweep(self) -> None:
         now = self._clock()
-        expired = [j for j in self._jobs.values() if j.finished_at is not None and now - j.finished_at >= self._ttl]
+        expired = [
+            j for j in self._jobs.values()
+            if j.finished_at is not None and now - j.finished_at >= self._ttl and j.job_id not in self._unsaved
+        ]
         finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.finished_at or 0)
         if len(finished) - len(expired) > _MAX_FINISHED:
             expired.extend(finished[: len(finished) - _MAX_FINISHED])
@@ -643,20 +708,37 @@ class JobManager:
         """Keep a remote job current from the snapshots its runner publishes, re-reading it every
         few seconds in case one was missed (a reconnect, or a save just before subscribing)."""
         assert self._shared is not None
+        missing = 0
         async with self._shared.follow(job.job_id) as published:
             while not job.done:
                 try:
                     text = await self._shared.load(job.job_id)
                 except StateUnavailableError:
-                    text = None
-                if text is not None:
+                    text = ""
+                missing = missing + 1 if text is None else 0
+                if text:
                     job._apply(text)
+                elif missing >= _GONE_AFTER:
+                    self._vanished(job)
+                    return
                 try:
                     async with asyncio.timeout(_RESYNC_S):
                         while not job.done:
                             job._apply(await published.get())
                 except TimeoutError:
                     continue
+
+    def _vanished(self, job: Job) -> None:
+        """A followed job's snapshot is gone (the state was flushed or lost its data): end the
+        copy rather than wait forever for a job nobody can report on."""
+        now = self._clock()
+        job.finished_at = now
+        job.error = WorkerLostError(
+            f"generation {job.job_id} is no longer in the shared state (MCP_STATE_URL was reset or "
+            "lost its data); start it again",
+            details={"job_id": job.job_id},
+        )
+        job._set("failed", "failed: worker_lost", now)
 
     def _describe(self, job: Job) -> str:
         """The heartbeat line: the latest message plus how long the job has been at it."""

@@ -25,10 +25,11 @@ client polls ``tasks/get`` (which inlines the final result) and may ``tasks/canc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -39,6 +40,7 @@ from mcp.server.mcpserver import Context, require_client_extension
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     CallToolRequestParams,
@@ -57,7 +59,7 @@ from mcp_types import (
 from mcp_types import methods as wire_methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from .errors import JobNotFoundError
+from .errors import JobNotFoundError, StateUnavailableError
 from .jobs import ACTIVE, Job, Update
 from .results import Inline, job_result, owner_of
 from .service import ImageService
@@ -91,6 +93,20 @@ class UpdateTaskRequestParams(RequestParams):
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _state_errors(handler: Callable[[Any, Any], Awaitable[HandlerResult]]) -> Callable[[Any, Any], Awaitable[HandlerResult]]:
+    """A ``tasks/*`` handler whose shared-state outage is a JSON-RPC error naming it (code
+    ``state_unavailable`` and ``retry_after`` in ``data``), not an anonymous internal error."""
+
+    @functools.wraps(handler)
+    async def wrapped(ctx: Any, params: Any) -> HandlerResult:
+        try:
+            return await handler(ctx, params)
+        except StateUnavailableError as exc:
+            raise MCPError(INTERNAL_ERROR, exc.message, {"code": exc.code, **exc.details}) from None
+
+    return wrapped
 
 
 def _is_modern(ctx: ServerRequestContext[Any, Any]) -> bool:
@@ -140,11 +156,11 @@ class TasksExtension(Extension):
     def methods(self) -> Sequence[MethodBinding]:
         both = _LEGACY | _MODERN
         return (
-            MethodBinding("tasks/get", GetTaskRequestParams, self._get, both),
-            MethodBinding("tasks/cancel", CancelTaskRequestParams, self._cancel, both),
-            MethodBinding("tasks/result", GetTaskPayloadRequestParams, self._result, _LEGACY),
-            MethodBinding("tasks/list", PaginatedRequestParams, self._list, _LEGACY),
-            MethodBinding("tasks/update", UpdateTaskRequestParams, self._update, _MODERN),
+            MethodBinding("tasks/get", GetTaskRequestParams, _state_errors(self._get), both),
+            MethodBinding("tasks/cancel", CancelTaskRequestParams, _state_errors(self._cancel), both),
+            MethodBinding("tasks/result", GetTaskPayloadRequestParams, _state_errors(self._result), _LEGACY),
+            MethodBinding("tasks/list", PaginatedRequestParams, _state_errors(self._list), _LEGACY),
+            MethodBinding("tasks/update", UpdateTaskRequestParams, _state_errors(self._update), _MODERN),
         )
 
     async def intercept_tool_call(

@@ -7,6 +7,7 @@ and ``start()`` again on the same port stand for a Redis that dies and comes bac
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -64,6 +65,15 @@ class RedisServer:
             self._proc.wait(10)
         if self._pump is not None:
             self._pump.join(10)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its keys but answers nothing (a hung Redis, a partition)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def flush(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:

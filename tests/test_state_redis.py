@@ -7,15 +7,17 @@ server processes would; what one runs the other finds, follows, lists and cancel
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import redis.asyncio as aioredis
 
-from mcp_image_server.config import load_settings
+from mcp_image_server.config import load_settings, mask_url
 from mcp_image_server.errors import IdempotencyConflictError, JobNotFoundError, StateUnavailableError
 from mcp_image_server.jobs import JobManager, Update
 from mcp_image_server.models import GenerateParams
-from mcp_image_server.state import open_state
+from mcp_image_server.state import LEASE_TTL, open_state
 
 from .redisd import RedisServer
 from .test_jobs import FakeRunner, P
@@ -59,7 +61,7 @@ async def test_a_job_run_by_one_replica_is_followed_from_the_other(replicas: Rep
 
     async with asyncio.timeout(10):
         assert await two.wait(copy, 10, record)
-    assert seen[0] == Update("submitted", "submitted job 42")
+    assert Update("submitted", "submitted job 42") in seen  # (earlier stages too, when read before it)
     assert seen[-1] == Update("succeeded", "succeeded: 0 image(s)")
     assert copy.outcome is not None and copy.outcome.provider == "fake" and copy.provider_job_id == "42"
     assert [j.job_id for j in await two.list("me")] == [job.job_id] and await two.list("you") == []
@@ -167,6 +169,73 @@ async def test_an_abandoned_call_on_an_api_replica_cancels_its_queued_job(replic
     assert job.state == "cancelled"
 
 
+async def test_after_an_outage_longer_than_the_leases_no_living_replica_is_declared_lost(
+    private_redis: RedisServer, replicas: Replicas
+) -> None:
+    runner = FakeRunner()
+    one = await replicas(runner, "one", private_redis.url)
+    two = await replicas(FakeRunner(), "two", private_redis.url)
+    job = await one.submit("me", P)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    private_redis.freeze()  # keys kept, but every lease lapses while nobody can renew it
+    await asyncio.sleep(LEASE_TTL + 1)  # the outage itself, not a synchronisation
+    private_redis.thaw()
+    loop = asyncio.get_running_loop()
+    watch_until = loop.time() + 8  # the old reaper ended the job on its first round after the outage
+    while loop.time() < watch_until:
+        copy = await two.get("me", job.job_id)
+        assert not copy.done, copy.error
+        await asyncio.sleep(0.5)
+    runner.gate.set()
+    async with asyncio.timeout(10):
+        assert await two.wait(copy, 10)
+    assert copy.state == "succeeded" and job.state == "succeeded" and len(runner.calls) == 1
+
+
+async def test_a_replica_declared_lost_stops_its_job_instead_of_overwriting_the_verdict(
+    redis_url: str, replicas: Replicas
+) -> None:
+    runner = FakeRunner()
+    one = await replicas(runner, "one")
+    job = await one.submit("me", P)
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        async with asyncio.timeout(5):
+            while '"submitted job 42"' not in (text := await client.get(f"mcp:job:{job.job_id}") or ""):
+                await asyncio.sleep(0.05)
+        verdict = json.loads(text)  # what a peer's reaper writes when this replica's lease ran out
+        verdict.update(state="failed", message="failed: worker_lost", version=verdict["version"] + 1,
+                       error={"code": "worker_lost", "message": "lost", "details": {}})
+        await client.set(f"mcp:job:{job.job_id}", json.dumps(verdict))
+        runner.gate.set()  # the runner goes on, and its next save meets the verdict
+        assert await one.wait(job, 10)
+        assert job.state == "failed" and job.error is not None and job.error.code == "worker_lost"
+        stored = json.loads(await client.get(f"mcp:job:{job.job_id}") or "{}")
+        assert stored["state"] == "failed" and stored["message"] == "failed: worker_lost"
+        assert (await one.get("me", job.job_id)).remote  # read from the state from now on
+    finally:
+        await client.aclose()
+
+
+async def test_a_followed_job_whose_snapshot_vanishes_ends_instead_of_waiting_forever(
+    redis_server: RedisServer, replicas: Replicas
+) -> None:
+    redis_server.flush()
+    runner = FakeRunner()
+    one, two = await replicas(runner, "one"), await replicas(FakeRunner(), "two")
+    job = await one.submit("me", P)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    copy = await two.get("me", job.job_id)
+    redis_server.flush()  # a Redis reset under a running job (its runner has nothing new to save)
+    async with asyncio.timeout(15):
+        assert await two.wait(copy, 15)
+    assert copy.state == "failed" and copy.error is not None and copy.error.code == "worker_lost"
+    assert "MCP_STATE_URL" in copy.error.message
+    runner.gate.set()
+
+
 def test_api_and_worker_roles_need_a_shared_state_and_urls_are_checked_with_passwords_masked() -> None:
     for role in ("api", "worker"):
         with pytest.raises(Exception) as info:
@@ -178,3 +247,4 @@ def test_api_and_worker_roles_need_a_shared_state_and_urls_are_checked_with_pass
         with pytest.raises(Exception) as info:
             load_settings({"MCP_STATE_URL": bad})
         assert "MCP_STATE_URL" in str(info.value) and "hunter2" not in str(info.value)
+    assert mask_url("redis://h:1/0?password=hunter2&db=2") == "redis://h:1/0?password=***&db=2"

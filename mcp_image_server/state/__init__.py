@@ -31,13 +31,18 @@ class SharedState(Protocol):
     replica_id: str
 
     async def start(self, on_cancel: Callable[[str], None], tick: Callable[[], Awaitable[None]]) -> None:
-        """Hold this replica's lease, calling ``tick`` after each renewal, and ``on_cancel(job_id)``
+        """Hold this replica's lease, call ``tick`` every few seconds (apart from the lease, so a slow
+        tick never lets it lapse), and ``on_cancel(job_id)``
         for each cancel any replica broadcasts. Starts even when the backend is down (it recovers)."""
 
     async def aclose(self) -> None: ...
 
     def healthy(self) -> bool:
         """Whether the last call reached the backend (``/health``, new-session admission)."""
+
+    def steady(self) -> float:
+        """Seconds since calls last started succeeding, 0 while the backend is down: right after
+        an outage every lease may have lapsed, so nobody is declared lost until leases are renewed."""
 
     async def create(
         self, job_id: str, owner: str, created_at: float, snapshot: str, key: str | None, *, queue: bool = False
@@ -48,8 +53,10 @@ class SharedState(Protocol):
 
     async def save(
         self, job_id: str, snapshot: str, *, owner: str, key: str | None, done: bool, ttl: float
-    ) -> None:
-        """Replace the job's snapshot and tell its followers; a done job (and its key) lives ``ttl`` s."""
+    ) -> str | None:
+        """Replace the job's snapshot and tell its followers; a done job (and its key) lives ``ttl`` s.
+        Refused when the stored snapshot is finished or names another replica (this one was
+        declared lost): returns the stored snapshot then, ``None`` when written."""
 
     async def replace(self, job_id: str, old: str, new: str, ttl: float, then: str = "done") -> bool:
         """Write ``new`` only if the snapshot is still ``old`` (a compare-and-set), and then: ``done``

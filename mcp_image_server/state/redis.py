@@ -69,6 +69,33 @@ return false
 """
 
 
+# KEYS: job, running hash, idempotency key (or none). ARGV: snapshot, replica, done ("1"/""), ttl,
+# active ttl, channel, job id. Writes the snapshot unless the stored one is finished or names another
+# replica: a replica cut off long enough to be declared lost must not overwrite the verdict
+# (worker_lost, or the job queued again for someone else) when it reconnects.
+_CLOSE_TIMEOUT_S: Final = 3.0
+
+_SAVE: Final = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local stored = cjson.decode(current)
+  local state = stored['state']
+  if state == 'succeeded' or state == 'failed' or state == 'cancelled' or stored['replica'] ~= ARGV[2] then
+    return current
+  end
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+  redis.call('HDEL', KEYS[2], ARGV[7])
+  if #KEYS == 3 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
+end
+redis.call('PUBLISH', ARGV[6], ARGV[1])
+return false
+"""
+
+
 class RedisState:
     def __init__(self, url: str, replica_id: str) -> None:
         self.replica_id = replica_id
@@ -81,13 +108,19 @@ class RedisState:
             health_check_interval=15,
         )
         self._create = self._client.register_script(_CREATE)
+        self._save = self._client.register_script(_SAVE)
         self._ok = True
+        self._since = time.monotonic()
         self._routes: dict[str, set[asyncio.Queue[str]]] = {}
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def healthy(self) -> bool:
         return self._ok
+
+    def steady(self) -> float:
+        """Seconds since calls last started succeeding (0 while the backend is down)."""
+        return time.monotonic() - self._since if self._ok else 0.0
 
     async def _call(self, op: Awaitable[T]) -> T:
         try:
@@ -102,6 +135,7 @@ class RedisState:
             ) from None
         if not self._ok:
             logger.info("shared state (MCP_STATE_URL) is reachable again")
+            self._since = time.monotonic()
         self._ok = True
         return result
 
@@ -113,30 +147,42 @@ class RedisState:
         except StateUnavailableError:
             logger.warning("starting without the shared state; jobs will wait for it to come back")
         self._tasks = [
-            asyncio.create_task(self._renew(tick), name="state-lease"),
+            asyncio.create_task(self._renew(), name="state-lease"),
+            asyncio.create_task(self._housekeep(tick), name="state-housekeeping"),
             asyncio.create_task(self._listen(on_cancel), name="state-listen"),
         ]
 
     async def aclose(self) -> None:
+        """Bounded: a hung Redis must not hang the server's shutdown."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=_CLOSE_TIMEOUT_S)
         try:
-            await self._client.delete(f"{P}replica:{self.replica_id}")  # peers need not wait out the lease
-        except RedisError:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await self._client.delete(f"{P}replica:{self.replica_id}")  # peers need not wait out the lease
+                await self._client.aclose()
+        except (RedisError, OSError, TimeoutError):
             pass
-        await self._client.aclose()
 
-    async def _renew(self, tick: Callable[[], Awaitable[None]]) -> None:
+    async def _renew(self) -> None:
+        """The lease alone, so slow housekeeping never lets it lapse."""
         while True:
             try:
                 await self._call(self._client.set(f"{P}replica:{self.replica_id}", "1", ex=LEASE_TTL))
+            except StateUnavailableError:
+                pass
+            await asyncio.sleep(RENEW_EVERY)
+
+    async def _housekeep(self, tick: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
                 await tick()
             except StateUnavailableError:
                 pass
-            except Exception:  # noqa: BLE001 - a bug in one round must not end the lease
+            except Exception:  # noqa: BLE001 - a bug in one round must not end the housekeeping
                 logger.exception("shared-state housekeeping failed")
-            await asyncio.sleep(RENEW_EVERY)
 
     async def _listen(self, on_cancel: Callable[[str], None]) -> None:
         """One pub/sub connection per replica; rebuilt with backoff when Redis goes away."""
@@ -144,8 +190,11 @@ class RedisState:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(f"{P}cancel", *self._routes)
+                first = set(self._routes)
+                await pubsub.subscribe(f"{P}cancel", *first)
                 self._pubsub = pubsub
+                if late := set(self._routes) - first:  # followers that came during the subscribe
+                    await pubsub.subscribe(*late)
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -163,8 +212,9 @@ class RedisState:
             finally:
                 self._pubsub = None
                 try:
-                    await pubsub.aclose()
-                except (RedisError, OSError):
+                    async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                        await pubsub.aclose()
+                except (RedisError, OSError, TimeoutError):
                     pass
 
     # --- jobs ---------------------------------------------------------------------------------
@@ -185,17 +235,13 @@ class RedisState:
 
     async def save(
         self, job_id: str, snapshot: str, *, owner: str, key: str | None, done: bool, ttl: float
-    ) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        if done:
-            pipe.set(f"{P}job:{job_id}", snapshot, ex=max(1, int(ttl)))
-            pipe.hdel(f"{P}running", job_id)
-            if key is not None:
-                pipe.expire(self._key(owner, key), max(1, int(ttl)))
-        else:
-            pipe.set(f"{P}job:{job_id}", snapshot, ex=ACTIVE_TTL)
-        pipe.publish(f"{P}updates:{job_id}", snapshot)
-        await self._call(pipe.execute())
+    ) -> str | None:
+        keys = [f"{P}job:{job_id}", f"{P}running"]
+        if key is not None:
+            keys.append(self._key(owner, key))
+        args = [snapshot, self.replica_id, "1" if done else "", max(1, int(ttl)), ACTIVE_TTL, f"{P}updates:{job_id}", job_id]
+        refused = await self._call(self._save(keys=keys, args=args))
+        return str(refused) if refused else None
 
     async def replace(self, job_id: str, old: str, new: str, ttl: float, then: str = "done") -> bool:
         name = f"{P}job:{job_id}"
@@ -259,17 +305,17 @@ class RedisState:
         queue: asyncio.Queue[str] = asyncio.Queue()
         routes = self._routes.setdefault(channel, set())
         routes.add(queue)
-        if len(routes) == 1 and self._pubsub is not None:
-            try:
-                await self._pubsub.subscribe(channel)
-            except (RedisError, OSError):
-                pass  # the listener resubscribes every route when it reconnects
         try:
+            if len(routes) == 1 and self._pubsub is not None:
+                try:
+                    await self._pubsub.subscribe(channel)
+                except (RedisError, OSError):
+                    pass  # the listener resubscribes every route when it reconnects
             yield queue
         finally:
             routes.discard(queue)
             if not routes:
-                del self._routes[channel]
+                self._routes.pop(channel, None)
                 if self._pubsub is not None:
                     try:
                         await self._pubsub.unsubscribe(channel)

@@ -34,6 +34,7 @@ from mcp_image_server.jobs import Job, JobState
 from mcp_image_server.models import GenerateParams
 from mcp_image_server.tasks import _status
 from tests.conftest import REPO, server_env
+from tests.redisd import REDIS_PASSWORD, RedisServer
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("backends")]
 
@@ -126,7 +127,7 @@ def raw_stdio(tmp_path: Path) -> Callable[..., Any]:
     """``async with raw_stdio(version) as raw``: a handshaken raw JSON-RPC session."""
 
     @asynccontextmanager
-    async def connect(version: str = "2025-11-25") -> AsyncIterator[RawStdio]:
+    async def connect(version: str = "2025-11-25", env: Mapping[str, str] | None = None) -> AsyncIterator[RawStdio]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -134,7 +135,7 @@ def raw_stdio(tmp_path: Path) -> Callable[..., Any]:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=server_env(tmp_path / "images"),
+            env=server_env(tmp_path / "images", env),
             cwd=str(tmp_path),
         )
         raw = RawStdio(proc)
@@ -198,6 +199,21 @@ async def test_capabilities_are_advertised_only_where_tasks_work(raw_stdio: Any,
         assert client.server_capabilities.tasks is None
         assert client.server_capabilities.extensions == {EXT: {}, "io.modelcontextprotocol/ui": {}}
         assert all(t.execution is None for t in (await client.list_tools()).tools)
+
+
+async def test_tasks_calls_while_the_shared_state_is_down_say_so_with_a_retry_hint(
+    raw_stdio: Any, private_redis: RedisServer
+) -> None:
+    async with raw_stdio(env={"MCP_STATE_URL": private_redis.url}) as raw:
+        task_id = (await raw.result("tools/call", _call(MEDIUM)))["task"]["taskId"]
+        private_redis.kill()
+        error = await raw.error("tasks/list", {})
+        assert error["code"] == -32603 and "MCP_STATE_URL" in error["message"], error
+        assert error["data"]["code"] == "state_unavailable" and error["data"]["retry_after"] > 0
+        assert REDIS_PASSWORD not in json.dumps(error)
+        private_redis.start()
+        payload = await raw.result("tasks/result", {"taskId": task_id})  # the job ran on meanwhile
+        assert payload["structuredContent"]["status"] == "succeeded"
 
 
 async def test_legacy_task_runs_reports_and_returns_the_generate_image_result(raw_stdio: Any) -> None:
