@@ -26,8 +26,8 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Final, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Final, Literal, Protocol
 
 from .errors import (
     GenerationCancelledError,
@@ -59,12 +59,19 @@ _LOST_AFTER_S: Final = 6.0
 """A replica whose lease is gone stays gone this long (two renewals) before its jobs are reaped."""
 _GONE_AFTER: Final = 3
 """A followed job whose snapshot is missing on this many reads in a row has vanished."""
+_MAX_HANDOVERS: Final = 3
+"""A job handed to another replica this many times (each one died) fails worker_lost."""
 _RECLAIM_IDLE_S: Final = 15.0
 """A queue entry taken but not acknowledged this long belongs to a replica that died taking it."""
 _LIST_SCAN: Final = 1000
 """Most snapshots ``list`` reads from the shared state when it filters by status."""
 
-Runner = Callable[[GenerateParams, ProgressFn], Awaitable[GenerateOutcome]]
+class Runner(Protocol):
+    """Runs one generation; ``resume`` holds the vendor job ids a lost replica's job submitted."""
+
+    def __call__(
+        self, params: GenerateParams, progress: ProgressFn, resume: tuple[str, ...] = ()
+    ) -> Awaitable[GenerateOutcome]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,9 @@ class Job:
     provider: str | None = None
     provider_job_id: str | None = None
     """The vendor's own job id once submitted (Hunyuan JobId, ModelScope task_id)."""
+    vendor_jobs: tuple[str, ...] = ()
+    """Every vendor job id submitted so far (ModelScope has one per image): what a replica that
+    takes over from a lost one polls instead of submitting again."""
     queue_position: int | None = None
     started_at: float | None = None
     updated_at: float = 0.0
@@ -103,7 +113,8 @@ class Job:
     remote: bool = False
     """A copy of a job another replica runs (or that waits in the queue), read from the shared state."""
     requeued: int = 0
-    """Times the job went back to the queue because its replica died before calling a provider."""
+    """Times the job went back to the queue because its replica died (before calling a provider, or
+    after submitting to a vendor that can be polled)."""
     version: int = 0
     """Counts changes, so a follower never applies an older snapshot over a newer one."""
     saved: int = field(default=0, repr=False)
@@ -146,7 +157,7 @@ class Job:
             "job_id": self.job_id, "owner": self.owner, "params": asdict(self.params),
             "created_at": self.created_at, "state": self.state, "message": self.message,
             "provider": self.provider, "provider_job_id": self.provider_job_id,
-            "queue_position": self.queue_position, "started_at": self.started_at,
+            "vendor_jobs": list(self.vendor_jobs), "queue_position": self.queue_position, "started_at": self.started_at,
             "updated_at": self.updated_at, "finished_at": self.finished_at,
             "outcome": None if outcome is None else {
                 "records": [r.to_json() for r in outcome.records], "provider": outcome.provider,
@@ -169,7 +180,8 @@ class Job:
         return cls(
             job_id=d["job_id"], owner=d["owner"], params=GenerateParams(**d["params"]),
             created_at=d["created_at"], state=d["state"], message=d["message"], provider=d["provider"],
-            provider_job_id=d["provider_job_id"], queue_position=d["queue_position"],
+            provider_job_id=d["provider_job_id"], vendor_jobs=tuple(d.get("vendor_jobs", ())),
+            queue_position=d["queue_position"],
             started_at=d["started_at"], updated_at=d["updated_at"], finished_at=d["finished_at"],
             outcome=outcome, error=error_from_dict(d["error"]) if d["error"] else None, handed_back=True,
             idempotency_key=d["idempotency_key"], fingerprint=d["fingerprint"], task_inline=d["task_inline"],
@@ -188,7 +200,7 @@ class Job:
 
 
 _COPIED: Final = (
-    "state", "message", "provider", "provider_job_id", "queue_position", "started_at", "updated_at",
+    "state", "message", "provider", "provider_job_id", "vendor_jobs", "queue_position", "started_at", "updated_at",
     "finished_at", "outcome", "error", "replica", "version", "requeued",
 )
 
@@ -415,6 +427,7 @@ class JobManager:
             vendor = _VENDOR_JOB_RE.match(message)
             if vendor:
                 job.provider_job_id = vendor.group(1)
+                job.vendor_jobs += (job.provider_job_id,)
             elif message.startswith("running on "):
                 job.provider = message.split()[2]
             self._set(job, state, message, self._clock())
@@ -426,7 +439,9 @@ class JobManager:
                 job.started_at = self._clock()
                 job.queue_position = None
                 self._set(job, "running", "started", job.started_at)
-                outcome = await self._run(job.params, progress)
+                resume = job.vendor_jobs  # set only on a job taken over from a lost replica
+                params = replace(job.params, provider=job.provider) if resume else job.params
+                outcome = await self._run(params, progress, resume)
         except asyncio.CancelledError:
             self._settle(job)
             raise
@@ -580,6 +595,17 @@ class JobManager:
             assert text is not None
             if await self._shared.replace(job_id, text, job.snapshot(), self._ttl, then="queue"):
                 logger.warning("generation %s went back to the queue: replica %s was lost", job_id, replica)
+            return
+        if job.vendor_jobs and job.provider is not None and job.requeued < _MAX_HANDOVERS:
+            # Submitted to a vendor that keeps the job (Hunyuan, ModelScope): another replica polls
+            # it to the end. Submitting again would bill twice.
+            job.requeued, job.replica, job.queue_position = job.requeued + 1, None, None
+            job._set("queued", f"queued to resume {job.provider} job {job.vendor_jobs[-1]}: replica {replica} "
+                     "was lost", self._clock())
+            assert text is not None
+            if await self._shared.replace(job_id, text, job.snapshot(), self._ttl, then="queue"):
+                logger.warning("generation %s goes to another replica to poll its %s job: replica %s was lost",
+                               job_id, job.provider, replica)
             return
         now = self._clock()
         job.finished_at = now

@@ -96,6 +96,9 @@ class GenerationRequest:
     output_format: ImageFormat = "png"
     model: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    resume: tuple[str, ...] = ()
+    """Vendor job ids this request already submitted (a job taken over from a lost replica): the
+    provider polls them and submits nothing. Only providers that report ``submitted job <id>`` get one."""
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():

@@ -49,7 +49,7 @@ class _Prepared:
 
 
 def _vendor_request(
-    catalog: ProviderCatalog, selection: Selection, params: GenerateParams, prompt: str
+    catalog: ProviderCatalog, selection: Selection, params: GenerateParams, prompt: str, resume: tuple[str, ...] = ()
 ) -> GenerationRequest:
     """The provider-facing request: style modifiers folded into the prompt, unsupported extras dropped."""
     style_info = catalog.style(selection.style) if selection.style else None
@@ -64,6 +64,7 @@ def _vendor_request(
         seed=params.seed if catalog.supports_seed else None,
         output_format=params.output_format if params.output_format in catalog.formats else catalog.formats[0],
         options={k: v for k, v in params.options.items() if v is not None and k in catalog.options},
+        resume=resume,
     )
 
 
@@ -130,7 +131,7 @@ class ImageService:
 
     # --- generation ---------------------------------------------------------------------------
 
-    def _prepare(self, params: GenerateParams) -> _Prepared:
+    def _prepare(self, params: GenerateParams, resume: tuple[str, ...] = ()) -> _Prepared:
         manager = self._manager  # in-flight calls finish on the snapshot they started with
         selection = manager.select(
             provider=params.provider,
@@ -155,7 +156,7 @@ class ImageService:
         prefix, changed = sanitize_prefix(params.file_prefix)
         if changed:
             warnings.append(f"file_prefix was made file-system safe: {prefix!r}")
-        request = _vendor_request(catalog, selection, params, prompt)
+        request = _vendor_request(catalog, selection, params, prompt, resume)
         return _Prepared(manager, selection, prompt, request, prefix, tuple(warnings))
 
     def validate(self, params: GenerateParams) -> None:
@@ -166,18 +167,21 @@ class ImageService:
         """
         self._prepare(params)
 
-    async def generate(self, params: GenerateParams, progress: ProgressFn | None = None) -> GenerateOutcome:
-        """Validate, run on the chosen provider, store every image.
+    async def generate(
+        self, params: GenerateParams, progress: ProgressFn | None = None, resume: tuple[str, ...] = ()
+    ) -> GenerateOutcome:
+        """Validate, run on the chosen provider, store every image. With ``resume`` (vendor job ids
+        of a job whose replica was lost), poll those instead of submitting, and never fail over.
 
         Raises:
             InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderError, StorageError.
         """
-        p = self._prepare(params)
+        p = self._prepare(params, resume)
         served, style, warnings = p.selection.provider, p.selection.style, list(p.warnings)
         try:
             result = await p.manager.generate(served, p.request, progress)
         except ProviderError as exc:
-            if p.selection.pinned or exc.code not in FAILOVER_CODES:
+            if p.selection.pinned or resume or exc.code not in FAILOVER_CODES:
                 raise
             result, served, style = await self._failover(p, params, exc, warnings, progress)
         if progress is not None:

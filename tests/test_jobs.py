@@ -33,8 +33,11 @@ class FakeRunner:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     fail: BaseException | None = None
 
-    async def __call__(self, params: GenerateParams, progress: ProgressFn) -> GenerateOutcome:
+    resumed: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def __call__(self, params: GenerateParams, progress: ProgressFn, resume: tuple[str, ...] = ()) -> GenerateOutcome:
         self.calls.append(params)
+        self.resumed.append(resume)
         self.started.set()
         await progress("submitted job 42")
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import signal
 import subprocess
 import sys
@@ -21,10 +22,13 @@ from typing import Any
 
 import httpx2
 import pytest
+import redis.asyncio as aioredis
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from .conftest import server_env
+from .emulators.hunyuan import HunyuanEmulator
+from .emulators.modelscope import ModelScopeEmulator
 from .emulators.openai import OpenAIEmulator
 from .redisd import REDIS_PASSWORD, RedisServer
 from .s3 import S3Server
@@ -249,3 +253,41 @@ def test_a_bad_state_url_is_one_line_naming_the_variable_with_the_password_maske
     err = done.stderr.decode()
     assert done.returncode != 0 and "MCP_STATE_URL" in err and "redis://:***@" in err, err
     assert "hunter2secret" not in err and "Traceback" not in err
+
+
+async def test_a_killed_replicas_vendor_jobs_are_polled_to_the_end_elsewhere_and_never_submitted_twice(
+    redis_url: str, s3_server: S3Server, http_server: Any
+) -> None:
+    """Hunyuan and ModelScope keep a submitted job at the vendor: the replica that takes over polls
+    the ids the lost one saved (every ModelScope task of an n=2 call), so the vendor bills once."""
+    never = 10**9  # the vendor jobs stay running until the test lets them finish
+    async with HunyuanEmulator(job_polls=never) as hunyuan, ModelScopeEmulator(job_polls=never) as modelscope:
+        env = {
+            "MCP_STATE_URL": redis_url, **s3_server.env(s3_server.bucket()), **hunyuan.env(), **modelscope.env(),
+            "MCP_HUNYUAN_POLL_INTERVAL": "0.05", "MCP_MODELSCOPE_POLL_INTERVAL": "0.05",
+        }
+        calls = {"hunyuan": {"n": 1}, "modelscope": {"n": 2, "resolution": "512x512"}}
+        state = aioredis.from_url(redis_url, decode_responses=True)
+        try:
+            async with http_server(env, TOKEN, "doomed") as doomed, http_server(env, TOKEN, "heir") as heir:
+                jobs = {}
+                for provider, extra in calls.items():
+                    args = {"provider": provider, "prompt": "a lighthouse", "inline": "none", "wait_seconds": 0}
+                    jobs[provider] = (await _call(doomed, "generate_image", args | extra))["job_id"]
+                async with asyncio.timeout(20):  # every vendor id saved where the heir will read it
+                    for provider, job_id in jobs.items():
+                        while len(json.loads(await state.get(f"mcp:job:{job_id}") or "{}").get("vendor_jobs", [])) \
+                                < calls[provider]["n"]:
+                            await asyncio.sleep(0.05)
+                http_server.procs["doomed"].send_signal(signal.SIGKILL)
+                await http_server.procs["doomed"].wait()
+                hunyuan.job_polls = modelscope.job_polls = 0  # the vendors finish while nobody polls
+                began = time.monotonic()
+                for provider, job_id in jobs.items():
+                    done = await _call(heir, "get_generation", {"job_id": job_id, "wait_seconds": 40})
+                    assert done["ok"] and len(done["images"]) == calls[provider]["n"], done
+                assert time.monotonic() - began < 30
+                assert len(hunyuan.requests_to("submit")) == 1
+                assert len(modelscope.requests_to("submit")) == 2
+        finally:
+            await state.aclose()

@@ -284,18 +284,23 @@ class HunyuanProvider(Provider):
         from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
         m = self._models
-        submitted = await self._call(
-            self._client.SubmitHunyuanImageJob,
-            m.SubmitHunyuanImageJobRequest,
-            body,
-            "submit",
-            action="SubmitHunyuanImageJob",
-        )
-        job_id = submitted.JobId
-        if not isinstance(job_id, str) or not job_id:
-            raise ProviderUnavailableError("Hunyuan accepted the job but returned no JobId", provider=NAME)
-        job.job_id, job.stage = job_id, "poll"
-        await report(progress, f"submitted job {job_id}")
+        if request.resume:  # taken over from a lost replica: the job exists and is billed already
+            job_id = request.resume[0]
+            job.job_id, job.stage = job_id, "poll"
+            await report(progress, f"resumed job {job_id}")
+        else:
+            submitted = await self._call(
+                self._client.SubmitHunyuanImageJob,
+                m.SubmitHunyuanImageJobRequest,
+                body,
+                "submit",
+                action="SubmitHunyuanImageJob",
+            )
+            job_id = submitted.JobId
+            if not isinstance(job_id, str) or not job_id:
+                raise ProviderUnavailableError("Hunyuan accepted the job but returned no JobId", provider=NAME)
+            job.job_id, job.stage = job_id, "poll"
+            await report(progress, f"submitted job {job_id}")
         loop = asyncio.get_running_loop()
         started, failures, last = loop.time(), 0, ""
         while True:

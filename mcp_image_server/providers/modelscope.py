@@ -230,12 +230,21 @@ class ModelScopeProvider(Provider):
         body = self._body(request)
         running = _Running()
         seeds = [None if request.seed is None else (request.seed + i) % 2**31 for i in range(request.n)]
+        # Resumed (a lost replica's job): poll the tasks it is known to have submitted, submit none,
+        # since a task whose id was not saved may exist too and must not be paid for twice.
+        tasks = (
+            (self._task(body, None, request, progress, running, task_id) for task_id in request.resume)
+            if request.resume else (self._task(body, seed, request, progress, running) for seed in seeds)
+        )
         try:
             async with asyncio.timeout(self._timeout):
-                images = await gather_all(self._task(body, seed, request, progress, running) for seed in seeds)
+                images = await gather_all(tasks)
         except TimeoutError as exc:
             raise _map_error(exc, (self._key,), "poll" if running.count else "done", timeout_s=self._timeout) from exc
-        return ProviderResult(tuple(images), model=body["model"])
+        warnings = () if len(images) == request.n else (
+            f"modelscope resumed {len(images)} of {request.n} tasks after a replica was lost",
+        )
+        return ProviderResult(tuple(images), model=body["model"], warnings=warnings)
 
     async def _json(
         self, method: str, path: str, stage: Stage, body: dict[str, Any] | None = None, **context: Any
@@ -273,16 +282,20 @@ class ModelScopeProvider(Provider):
         request: GenerationRequest,
         progress: ProgressFn | None,
         running: _Running,
+        task_id: str | None = None,
     ) -> GeneratedImage:
         running.count += 1
-        submitted = await self._json(
-            "POST", "/v1/images/generations", "submit", body if seed is None else {**body, "seed": seed}
-        )
-        task_id = submitted.get("task_id")
-        if not isinstance(task_id, str) or not task_id:
-            running.count -= 1
-            raise _map_error(ValueError("no task_id"), (self._key,), "done")
-        await report(progress, f"submitted job {task_id}")
+        if task_id is None:
+            submitted = await self._json(
+                "POST", "/v1/images/generations", "submit", body if seed is None else {**body, "seed": seed}
+            )
+            task_id = submitted.get("task_id")
+            if not isinstance(task_id, str) or not task_id:
+                running.count -= 1
+                raise _map_error(ValueError("no task_id"), (self._key,), "done")
+            await report(progress, f"submitted job {task_id}")
+        else:
+            await report(progress, f"resumed job {task_id}")
         loop = asyncio.get_running_loop()
         started, failures, last = loop.time(), 0, ""
         while True:
