@@ -122,7 +122,7 @@ async def _run_worker() -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    logger.info("worker stopping: cancelling its running jobs")
+    logger.info("worker stopping: handing its jobs over (MCP_DRAIN_SECONDS)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -285,6 +285,9 @@ FIELDS: Final[tuple[Field, ...]] = (
           "(api and worker need MCP_STATE_URL=redis://...).", True),
     Field("MCP_REPLICA_ID", "replica_id", _replica_id, "",
           "This replica's name in the shared state (unset: random per start).", True),
+    Field("MCP_DRAIN_SECONDS", "drain_seconds", _float_range(0, 3600), "20",
+          "On SIGTERM with a shared state: seconds running jobs get to finish before they are handed to "
+          "another replica (queued, or polled at the vendor) or end worker_lost.", True),
     # generation jobs
     Field("MCP_GENERATION_WAIT_SECONDS", "generation_wait_seconds", _float_range(0, 3600), "45",
           "Default seconds a generate_image/get_generation call waits before handing back a job_id."),
@@ -375,6 +378,7 @@ class Settings:
     state_url: Secret | None = None
     role: str = "all"
     replica_id: str | None = None
+    drain_seconds: float = 20.0
     generation_wait_seconds: float = 45.0
     progress_interval: float = 5.0
     job_ttl: float = 3600.0

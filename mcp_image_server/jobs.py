@@ -580,31 +580,33 @@ class JobManager:
             if replica == me or now - self._absent.get(replica, now) >= _LOST_AFTER_S:
                 await self._reap(job_id, replica)
 
-    async def _reap(self, job_id: str, replica: str) -> None:
-        """End a job whose replica is gone: ``worker_lost``, unless it finished meanwhile."""
+    async def _reap(self, job_id: str, replica: str, *, stopping: bool = False) -> None:
+        """Hand over or end a job whose replica is gone (or, ``stopping``, is this one shutting
+        down): queued again if no provider was called, polled elsewhere if a vendor keeps it,
+        else ``worker_lost``; unless it finished meanwhile."""
         assert self._shared is not None
         text = await self._shared.load(job_id)
         job = Job.from_snapshot(text) if text else None
         if job is None or job.done or job.replica != replica:
             await self._shared.forget_running(job_id)
             return
-        if job.provider is None and job.provider_job_id is None and job.requeued == 0:
+        if job.provider is None and job.provider_job_id is None and (job.requeued == 0 or stopping):
             # Lost before any provider was called: nothing was billed, so another replica may run it.
             job.requeued, job.replica, job.queue_position, job.started_at = 1, None, None, None
             job._set("queued", f"queued again: replica {replica} stopped before calling a provider", self._clock())
             assert text is not None
             if await self._shared.replace(job_id, text, job.snapshot(), self._ttl, then="queue"):
-                logger.warning("generation %s went back to the queue: replica %s was lost", job_id, replica)
+                logger.warning("generation %s went back to the queue: replica %s is gone", job_id, replica)
             return
         if job.vendor_jobs and job.provider is not None and job.requeued < _MAX_HANDOVERS:
             # Submitted to a vendor that keeps the job (Hunyuan, ModelScope): another replica polls
             # it to the end. Submitting again would bill twice.
             job.requeued, job.replica, job.queue_position = job.requeued + 1, None, None
             job._set("queued", f"queued to resume {job.provider} job {job.vendor_jobs[-1]}: replica {replica} "
-                     "was lost", self._clock())
+                     "stopped", self._clock())
             assert text is not None
             if await self._shared.replace(job_id, text, job.snapshot(), self._ttl, then="queue"):
-                logger.warning("generation %s goes to another replica to poll its %s job: replica %s was lost",
+                logger.warning("generation %s goes to another replica to poll its %s job: replica %s is gone",
                                job_id, job.provider, replica)
             return
         now = self._clock()
@@ -618,6 +620,46 @@ class JobManager:
         assert text is not None
         if await self._shared.replace(job_id, text, job.snapshot(), self._ttl):
             logger.warning("generation %s was lost with replica %s (worker_lost)", job_id, replica)
+
+    async def drain(self, grace: float) -> None:
+        """A replica stopping with a shared state (a rolling restart): take no more jobs, give
+        running ones ``grace`` s, then hand every unfinished one over as if this replica had died,
+        at once rather than after the lease. Memory state: nobody to hand to; ``aclose`` cancels."""
+        if self._shared is None:
+            return
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+            self._consumer = None
+        waiting = [j for j in self._waiting if j.task is not None]
+        await self._let_go(waiting)  # never started: back to the queue now
+        running = [j.task for j in self._jobs.values() if j.task is not None]
+        if running:
+            logger.info("stopping: %d running generation(s) get %.1f s to finish", len(running), grace)
+            await asyncio.wait(running, timeout=grace)
+        await self._let_go([j for j in self._jobs.values() if j.task is not None])
+
+    async def _let_go(self, jobs: list[Job]) -> None:
+        """Stop running ``jobs`` here, quietly, and hand each over through the reaper's rules."""
+        assert self._shared is not None
+        if not jobs:
+            return
+        for job in jobs:
+            await self._save(job)  # what the next replica needs: the vendor ids so far
+            job.remote = True  # its task ends without a "cancelled" verdict, and saves nothing more
+            self._jobs.pop(job.job_id, None)
+            if job in self._waiting:
+                self._waiting.remove(job)
+            if job.task is not None:
+                job.task.cancel()
+        self._renumber()
+        await asyncio.gather(*(j.task for j in jobs if j.task is not None), return_exceptions=True)
+        for job in jobs:
+            try:
+                await self._reap(job.job_id, self._shared.replica_id, stopping=True)
+            except StateUnavailableError:
+                logger.warning("could not hand generation %s over; the reaper will once the lease ends",
+                               job.job_id)
 
     async def aclose(self) -> None:
         if self._consumer is not None:

@@ -124,6 +124,7 @@ class ImageService:
         )
 
     async def aclose(self) -> None:
+        await self.jobs.drain(self._settings.drain_seconds)
         await self.jobs.aclose()
         await self._manager.aclose(grace=30)
         for task in list(self._retired):

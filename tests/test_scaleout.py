@@ -291,3 +291,41 @@ async def test_a_killed_replicas_vendor_jobs_are_polled_to_the_end_elsewhere_and
                 assert len(modelscope.requests_to("submit")) == 2
         finally:
             await state.aclose()
+
+
+async def test_a_replica_stopped_with_sigterm_hands_its_jobs_over_at_once(
+    redis_url: str, s3_server: S3Server, http_server: Any
+) -> None:
+    """A rolling restart: the stopping replica gives its running job MCP_DRAIN_SECONDS, then hands it
+    over for polling at the vendor, and sends the job still waiting for its one slot back to the
+    queue; the other replica finishes both, each submitted once, and the stop is clean (exit 0)."""
+    async with HunyuanEmulator(job_polls=10**9) as hunyuan:
+        env = {"MCP_STATE_URL": redis_url, **s3_server.env(s3_server.bucket()), **hunyuan.env(),
+               "MCP_HUNYUAN_POLL_INTERVAL": "0.05"}
+        state = aioredis.from_url(redis_url, decode_responses=True)
+        args = {"provider": "hunyuan", "prompt": "a lighthouse", "inline": "none", "wait_seconds": 0}
+        try:
+            async with (
+                http_server(env | {"MCP_MAX_JOBS": "1", "MCP_DRAIN_SECONDS": "0.5", "MCP_REPLICA_ID": "leaving"}, TOKEN, "leaving") as leaving,
+                http_server(env, TOKEN, "staying") as staying,
+            ):
+                running = (await _call(leaving, "generate_image", args))["job_id"]
+                waiting = (await _call(leaving, "generate_image", args | {"prompt": "second"}))["job_id"]
+                async with asyncio.timeout(20):
+                    while not json.loads(await state.get(f"mcp:job:{running}") or "{}").get("vendor_jobs"):
+                        await asyncio.sleep(0.05)
+                assert json.loads(await state.get(f"mcp:job:{waiting}") or "{}")["state"] == "queued"
+                proc = http_server.procs["leaving"]
+                proc.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(15):
+                    assert await proc.wait() == 0
+                for job_id in (running, waiting):  # handed over as it stopped, not after its lease ran out
+                    handed = json.loads(await state.get(f"mcp:job:{job_id}") or "{}")
+                    assert handed["state"] != "failed" and handed["replica"] != "leaving", handed
+                hunyuan.job_polls = 0
+                for job_id in (running, waiting):
+                    done = await _call(staying, "get_generation", {"job_id": job_id, "wait_seconds": 40})
+                    assert done["ok"] and len(done["images"]) == 1, done
+                assert len(hunyuan.requests_to("submit")) == 2
+        finally:
+            await state.aclose()
