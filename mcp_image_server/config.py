@@ -190,6 +190,22 @@ def _replica_id(value: str) -> str | None:
     return value or None
 
 
+def _replica_url(value: str) -> str | None:
+    """``http(s)://host[:port]``: this replica as its peers reach it (no path, query or credentials)."""
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.path not in ("", "/")
+            or parts.query or parts.fragment or parts.username is not None):
+        raise ValueError("expected http(s)://host:port with no path (this replica's address as its peers reach it)")
+    return value.rstrip("/")
+
+
 def _path(value: str) -> Path:
     if not value.strip():
         raise ValueError("expected a directory path")
@@ -285,6 +301,9 @@ FIELDS: Final[tuple[Field, ...]] = (
           "(api and worker need MCP_STATE_URL=redis://...).", True),
     Field("MCP_REPLICA_ID", "replica_id", _replica_id, "",
           "This replica's name in the shared state (unset: random per start).", True),
+    Field("MCP_REPLICA_URL", "replica_url", _replica_url, "",
+          "This replica's internal base URL as its peers reach it (http://10.0.0.5:8000): they forward requests for "
+          "its HTTP sessions to it (needs MCP_STATE_URL=redis://...).", True),
     Field("MCP_DRAIN_SECONDS", "drain_seconds", _float_range(0, 3600), "20",
           "On SIGTERM with a shared state: seconds running jobs get to finish before they are handed to "
           "another replica (queued, or polled at the vendor) or end worker_lost.", True),
@@ -378,6 +397,7 @@ class Settings:
     state_url: Secret | None = None
     role: str = "all"
     replica_id: str | None = None
+    replica_url: str | None = None
     drain_seconds: float = 20.0
     generation_wait_seconds: float = 45.0
     progress_interval: float = 5.0

@@ -102,6 +102,18 @@ class SharedState(Protocol):
     async def cancels(self, job_ids: Iterable[str]) -> set[str]:
         """Which of ``job_ids`` were asked to stop."""
 
+    # --- handshake-era HTTP sessions: which replica holds which (the HTTP transport's affinity) ---
+
+    async def register_sessions(self, session_ids: Iterable[str], url: str | None, ttl: float) -> None:
+        """Record (or renew) that this replica, reachable by its peers at ``url`` (``None``: they
+        cannot reach it), holds ``session_ids``; each entry lapses ``ttl`` s after this call."""
+
+    async def session_holder(self, session_id: str) -> tuple[str, str | None] | None:
+        """``(replica, url)`` as its holder registered ``session_id``; ``None`` when nobody did (or it lapsed)."""
+
+    async def forget_sessions(self, session_ids: Iterable[str]) -> None:
+        """Drop the entries of ``session_ids`` (they ended)."""
+
 
 def open_state(settings: Settings) -> SharedState | None:
     """The backend ``MCP_STATE_URL`` names, or ``None`` for ``memory://`` (this process alone)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -388,3 +389,35 @@ class RedisState:
             return set()
         flags = cast("list[str | None]", await self._call(self._client.mget([f"{P}cancel:{i}" for i in ids])))
         return {i for i, flag in zip(ids, flags, strict=True) if flag is not None}
+
+    # --- handshake-era HTTP sessions ----------------------------------------------------------
+    # session:{id}  JSON {"replica": ..., "url": MCP_REPLICA_URL or null} while the session lives
+    #               on that replica: renewed by it before the TTL runs out, deleted when it ends
+
+    async def register_sessions(self, session_ids: Iterable[str], url: str | None, ttl: float) -> None:
+        ids = list(session_ids)
+        if not ids:
+            return
+        entry = json.dumps({"replica": self.replica_id, "url": url}, separators=(",", ":"))
+        pipe = self._client.pipeline(transaction=False)
+        for session_id in ids:
+            pipe.set(f"{P}session:{session_id}", entry, ex=max(1, int(ttl)))
+        await self._call(pipe.execute())
+
+    async def session_holder(self, session_id: str) -> tuple[str, str | None] | None:
+        text = cast("str | None", await self._call(self._client.get(f"{P}session:{session_id}")))
+        try:
+            entry = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(entry, dict):
+            return None
+        replica, url = entry.get("replica"), entry.get("url")
+        if not isinstance(replica, str) or not (url is None or isinstance(url, str)):
+            return None
+        return replica, url
+
+    async def forget_sessions(self, session_ids: Iterable[str]) -> None:
+        keys = [f"{P}session:{session_id}" for session_id in session_ids]
+        if keys:
+            await self._call(self._client.delete(*keys))

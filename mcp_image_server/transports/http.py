@@ -3,7 +3,9 @@
 ``/mcp`` (and ``/mcp/v1/messages``) serve both protocol eras on one endpoint, routed like
 the SDK's own session manager routes them: an ``MCP-Protocol-Version`` header that is absent
 or a handshake-era version goes to the session transport (``legacy.py``), any other value to
-the per-request entry (``modern.py``). ``/health`` and ``/images/{file}`` are public.
+the per-request entry (``modern.py``). With a shared state, a handshake-era request for a
+session another replica holds is forwarded there (``affinity.py``). ``/health`` and
+``/images/{file}`` are public.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from ..errors import ConfigError, StorageUnavailableError
 from ..service import ImageService
 from ..store import FILE_NAME_RE
 from . import legacy, modern
+from .affinity import SessionDirectory, route_foreign
+from .forward import Forwarder
 from .middleware import (
     OWNER_KEY,
     PolicySource,
@@ -70,6 +74,8 @@ STARTED_KEY: Final = web.AppKey("started_at", float)
 KEEPALIVE_KEY: Final = web.AppKey("sse_keepalive", float)
 PARAM_CHECK_KEY: Final = web.AppKey("mcp_param_check", modern.ParamHeaderCheck)
 SILENCE_KEY: Final = web.AppKey("mcp_silence_watch", modern.SilenceWatch)
+DIRECTORY_KEY: Final = web.AppKey("mcp_session_directory", SessionDirectory)
+FORWARDER_KEY: Final = web.AppKey("mcp_forwarder", Forwarder)
 
 _IMAGE_TYPES: Final = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 _IMAGE_CACHE: Final = "public, max-age=86400, immutable"
@@ -115,12 +121,18 @@ def create_http_app(
     server = _lowlevel(mcp_server)
     app[SERVICE_KEY] = service
     app[LOWLEVEL_KEY] = server
+    directory = _directory(service, settings)
     app[SESSIONS_KEY] = SessionManager(
         server,
         limits=lambda: SessionLimits(current().session_idle_timeout, current().max_sessions),
         clock=clock,
         linger=linger,
+        directory=directory,
     )
+    if directory is not None:
+        app[DIRECTORY_KEY] = directory
+        app[FORWARDER_KEY] = Forwarder(directory.replica_id, keepalive)
+        app.on_cleanup.append(_close_forwarder)
     app[STREAMS_KEY] = LongStreams()
     app[STARTED_KEY] = time.monotonic()
     app[KEEPALIVE_KEY] = keepalive
@@ -142,6 +154,25 @@ def create_http_app(
     return app
 
 
+def _directory(service: ImageService, settings: Settings) -> SessionDirectory | None:
+    """With a shared state, where this replica records its sessions (and finds its peers')."""
+    shared = service.jobs.shared
+    if shared is None:
+        if settings.replica_url:
+            logger.warning("MCP_REPLICA_URL is ignored: it needs MCP_STATE_URL=redis://... (no peers to forward from)")
+        return None
+    if not settings.replica_url:
+        logger.info(
+            "MCP_REPLICA_URL is unset: other replicas cannot forward requests for this replica's sessions "
+            "(keep sessions sticky at the load balancer, or set it)"
+        )
+    return SessionDirectory(shared, settings.replica_url)
+
+
+async def _close_forwarder(app: web.Application) -> None:
+    await app[FORWARDER_KEY].aclose()
+
+
 async def _mcp_endpoint(request: web.Request) -> web.StreamResponse:
     app = request.app
     manager = app[SESSIONS_KEY]
@@ -160,6 +191,15 @@ async def _mcp_endpoint(request: web.Request) -> web.StreamResponse:
             # the last copy (a proxy routing by session, say) would act on different values.
             return jsonrpc_error(400, INVALID_REQUEST, f"Bad Request: {name} header appears more than once")
     owner = request[OWNER_KEY]
+    session_id = request.headers.get(SESSION_HEADER)
+    directory = app.get(DIRECTORY_KEY)
+    if (
+        directory is not None
+        and session_id is not None
+        and session_id not in manager
+        and request.method in ("POST", "GET", "DELETE")
+    ):
+        return await route_foreign(request, session_id, directory, app[FORWARDER_KEY], limit, app[STREAMS_KEY])
     if request.method == "POST":
         shared = app[SERVICE_KEY].jobs.shared
         state_ok = shared is None or shared.healthy()

@@ -26,6 +26,7 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
+from ..errors import StateUnavailableError
 from .sessions import Session, SessionGone, SessionManager
 from .wire import (
     JSON_CONTENT_TYPE,
@@ -42,7 +43,14 @@ from .wire import (
     write_frame,
 )
 
-__all__ = ["handle_delete", "handle_get", "handle_post"]
+__all__ = [
+    "handle_delete",
+    "handle_get",
+    "handle_post",
+    "method_not_allowed",
+    "session_not_found",
+    "state_unavailable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +64,16 @@ def method_not_allowed() -> web.Response:
     return jsonrpc_error(405, INVALID_REQUEST, "Method Not Allowed", headers={"Allow": _ALLOW})
 
 
-def _session_not_found() -> web.Response:
+def session_not_found() -> web.Response:
+    """What an unknown, ended or foreign-owned session id gets: the client initialises again."""
     return jsonrpc_error(404, INVALID_REQUEST, "Session not found")
+
+
+def state_unavailable() -> web.Response:
+    return jsonrpc_error(
+        503, INTERNAL_ERROR, "The shared state (MCP_STATE_URL) is unavailable; retry shortly",
+        headers={"Retry-After": "5"},
+    )
 
 
 def _missing_session() -> web.Response:
@@ -100,21 +116,23 @@ async def handle_post(
         if not (isinstance(message, JSONRPCRequest) and message.method == "initialize"):
             return _missing_session()
         if not state_ok:
-            return jsonrpc_error(
-                503, INTERNAL_ERROR, "The shared state (MCP_STATE_URL) is unavailable; retry shortly",
-                headers={"Retry-After": "5"},
-            )
+            return state_unavailable()
         session = manager.create(owner)
         if session is None:
             logger.warning("refused a new session: %d sessions are open (MCP_MAX_SESSIONS)", len(manager))
             return jsonrpc_error(
                 503, INTERNAL_ERROR, "Too many open sessions", headers={"Retry-After": str(manager.retry_after())}
             )
+        try:
+            await manager.announce(session)  # before the id is handed out: its next request may reach a peer
+        except StateUnavailableError:
+            await manager.end(session, "the shared state is unavailable")
+            return state_unavailable()
         return await _serve_request(request, manager, session, message, has_json, has_sse, keepalive, opening=True)
 
     session = manager.get(session_id, owner)
     if session is None:
-        return _session_not_found()
+        return session_not_found()
     if isinstance(message, JSONRPCRequest):
         return await _serve_request(request, manager, session, message, has_json, has_sse, keepalive, opening=False)
 
@@ -122,11 +140,11 @@ async def handle_post(
     try:
         await session.acquire()
     except SessionGone:
-        return _session_not_found()
+        return session_not_found()
     try:
         session.deliver(SessionMessage(message, ServerMessageMetadata(request_context=request)))
     except SessionGone:
-        return _session_not_found()
+        return session_not_found()
     finally:
         session.release()
     return web.Response(status=202, headers={SESSION_HEADER: session.id})
@@ -158,7 +176,7 @@ async def _serve_request(
     try:
         await session.acquire()
     except SessionGone:
-        return _session_not_found()
+        return session_not_found()
     box: Mailbox | None = None
     established = False
     try:
@@ -202,7 +220,7 @@ async def _serve_request(
                 await write_frame(request, stream, eof=True)
                 return stream
     except SessionGone:
-        return _session_not_found()
+        return session_not_found()
     finally:
         if box is not None:
             session.close_request(message.id, box)
@@ -223,11 +241,11 @@ async def handle_get(
         return _missing_session()
     session = manager.get(session_id, owner)
     if session is None:
-        return _session_not_found()
+        return session_not_found()
     try:
         await session.acquire()
     except SessionGone:
-        return _session_not_found()
+        return session_not_found()
     box: Mailbox | None = None
     try:
         box = session.open_standalone()
@@ -247,7 +265,7 @@ async def handle_get(
         await write_frame(request, stream, eof=True)
         return stream
     except SessionGone:
-        return _session_not_found()
+        return session_not_found()
     finally:
         if box is not None:
             streams.discard(box.close)
@@ -262,6 +280,6 @@ async def handle_delete(request: web.Request, manager: SessionManager, owner: by
         return _missing_session()
     session = manager.get(session_id, owner)
     if session is None:
-        return _session_not_found()
+        return session_not_found()
     await manager.end(session, "deleted by the client")
     return web.Response(status=200)

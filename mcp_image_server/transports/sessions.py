@@ -8,6 +8,10 @@ what the SDK's ``Connection`` had learnt (protocol version, the client's ``initi
 ``initialized``, ``state``). The next request starts a fresh loop on a ``Connection`` restored
 from that. One difference an SDK user could notice: callbacks pushed on
 ``connection.exit_stack`` run at each wind-down rather than only when the session ends.
+
+With a ``Directory`` (a shared state, see ``affinity.py``), every session is also announced
+there when it opens, re-announced by the sweeper before its entry would lapse, and withdrawn
+when it ends, so other replicas can find the replica that holds it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import contextlib
 import hmac
 import logging
 import math
+import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 from mcp.shared.message import SessionMessage
@@ -33,7 +38,15 @@ from .wire import Mailbox
 if TYPE_CHECKING:
     from mcp.server.lowlevel.server import Server
 
-__all__ = ["DEFAULT_LINGER", "Session", "SessionGone", "SessionLimits", "SessionManager"]
+__all__ = [
+    "DEFAULT_LINGER",
+    "SESSION_ID_RE",
+    "Directory",
+    "Session",
+    "SessionGone",
+    "SessionLimits",
+    "SessionManager",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +58,29 @@ DEFAULT_MAX_WARM: Final = 64
 
 _END_TIMEOUT: Final = 5.0
 """Bound on waiting for a session's loop to finish after it was told to stop."""
+
+SESSION_ID_RE: Final = re.compile(r"[0-9a-f]{32}\Z")
+"""The form of every id ``create`` hands out; anything else was never a session of any replica."""
+
+DIRECTORY_SLACK: Final = 60.0
+"""Seconds a directory entry outlives the idle timeout, so the sweeper's re-announcements never let it lapse."""
+
+
+class Directory(Protocol):
+    """Where other replicas look up which replica holds a session (``affinity.SessionDirectory``)."""
+
+    async def announce(self, session_ids: Sequence[str], ttl: float) -> None:
+        """Record that this replica holds ``session_ids``, for ``ttl`` seconds.
+
+        Raises:
+            StateUnavailableError: the directory did not answer.
+        """
+
+    async def refresh(self, session_ids: Sequence[str], ttl: float) -> bool:
+        """``announce`` again, best effort and bounded; whether it was recorded."""
+
+    async def withdraw(self, session_ids: Sequence[str]) -> None:
+        """Forget ``session_ids``, best effort and bounded (an entry left behind lapses on its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +110,7 @@ class Session:
         "_manager",
         "_runtime",
         "_saved",
+        "announced",
         "busy",
         "ended",
         "id",
@@ -89,6 +126,8 @@ class Session:
         self.busy = 0
         """Requests being served plus open GET streams; a busy session neither idles nor expires."""
         self.ended = False
+        self.announced: float | None = None
+        """When the directory last recorded this session (``None``: there is no directory)."""
         self._runtime: Runtime | None = None
         self._saved: Saved | None = None
         self._channel = StandaloneChannel()
@@ -224,6 +263,7 @@ class SessionManager:
         clock: Callable[[], float] = time.monotonic,
         linger: float = DEFAULT_LINGER,
         max_warm: int = DEFAULT_MAX_WARM,
+        directory: Directory | None = None,
     ) -> None:
         if not linger > 0:
             raise ValueError(f"linger must be > 0, got {linger}")
@@ -236,6 +276,7 @@ class SessionManager:
         self.state: Any = None
         """The server's lifespan state, entered once for the whole app (as the SDK's manager does)."""
         self.max_warm = max_warm
+        self.directory = directory
         self._sessions: dict[str, Session] = {}
         self._warm: dict[str, Session] = {}
         """Idle sessions whose loop is still up, least recently used first."""
@@ -243,6 +284,10 @@ class SessionManager:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        """Whether this replica holds ``session_id`` (whoever owns it)."""
+        return session_id in self._sessions
 
     @property
     def running_loops(self) -> int:
@@ -261,6 +306,18 @@ class SessionManager:
         logger.debug("session %s opened (%d open)", session_id[:8], len(self._sessions))
         return session
 
+    async def announce(self, session: Session) -> None:
+        """Record a new session in the directory, if there is one (before its id is handed out).
+
+        Raises:
+            StateUnavailableError: the directory did not answer; the caller ends the session.
+        """
+        if self.directory is None:
+            return
+        now = self.clock()
+        await self.directory.announce([session.id], self._directory_ttl())
+        session.announced = now
+
     def get(self, session_id: str, owner: bytes) -> Session | None:
         """The session, only for the credential that created it (others get ``None``, i.e. 404)."""
         session = self._sessions.get(session_id)
@@ -272,12 +329,17 @@ class SessionManager:
         """Seconds a refused client should wait: the next sweep can free a slot by then."""
         return max(1, math.ceil(self._sweep_interval()))
 
-    async def end(self, session: Session, reason: str = "closed") -> None:
-        """End ``session`` now: its id answers 404 at once; its loop, tasks and streams are released."""
+    async def end(self, session: Session, reason: str = "closed", *, withdraw: bool = True) -> None:
+        """End ``session`` now: its id answers 404 at once; its loop, tasks and streams are released.
+
+        ``withdraw`` false leaves its directory entry to the caller (which withdraws many at once).
+        """
         if session.ended:
             return
         self._forget(session)
         logger.debug("session %s ended (%s)", session.id[:8], reason)
+        if withdraw and self.directory is not None and session.announced is not None:
+            await self.directory.withdraw([session.id])
         rt = session._runtime  # pyright: ignore[reportPrivateUsage]
         if rt is None or rt.task is None:
             return
@@ -293,7 +355,8 @@ class SessionManager:
                 await rt.task
 
     async def sweep(self) -> None:
-        """Wind down loops idle past ``linger`` and end sessions idle past the timeout."""
+        """Wind down loops idle past ``linger``, end sessions idle past the timeout, and re-announce
+        sessions whose directory entry has used up a third of its time."""
         now = self.clock()
         timeout = self.limits().idle_timeout
         expired: list[Session] = []
@@ -306,7 +369,10 @@ class SessionManager:
             elif idle >= self.linger and session.hibernate():
                 self._warm.pop(session.id, None)
         for session in expired:
-            await self.end(session, "idle")
+            await self.end(session, "idle", withdraw=False)
+        if self.directory is not None:
+            await self._withdraw(expired)
+            await self._refresh(now)
 
     async def aclose(self) -> None:
         """End every session (shutdown); bounded per session."""
@@ -315,7 +381,31 @@ class SessionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        await asyncio.gather(*(self.end(s, "shutdown") for s in list(self._sessions.values())))
+        sessions = list(self._sessions.values())
+        await asyncio.gather(*(self.end(s, "shutdown", withdraw=False) for s in sessions))
+        await self._withdraw(sessions)
+
+    def _directory_ttl(self) -> float:
+        return self.limits().idle_timeout + DIRECTORY_SLACK
+
+    async def _withdraw(self, sessions: Sequence[Session]) -> None:
+        ids = [s.id for s in sessions if s.announced is not None]
+        if ids and self.directory is not None:
+            await self.directory.withdraw(ids)
+
+    async def _refresh(self, now: float) -> None:
+        """Re-announce, in one batch, every session announced more than a third of the TTL ago.
+
+        Every live session, busy or not: its entry must last as long as the session does, and a
+        reload may have raised the idle timeout since. Requests themselves never touch the directory.
+        """
+        if self.directory is None:
+            return
+        ttl = self._directory_ttl()
+        due = [s for s in self._sessions.values() if s.announced is None or now - s.announced >= ttl / 3]
+        if due and await self.directory.refresh([s.id for s in due], ttl):
+            for session in due:
+                session.announced = now
 
     def _idle(self, session: Session) -> None:
         self._warm[session.id] = session
