@@ -2,8 +2,8 @@
 
 Run by hand, not a test::
 
-    .venv/bin/python benchmarks/scaleout.py --quick     # about 2 minutes
-    .venv/bin/python benchmarks/scaleout.py             # about 5 minutes
+    .venv/bin/python benchmarks/scaleout.py --quick     # about 3 minutes
+    .venv/bin/python benchmarks/scaleout.py             # about 7 minutes
     .venv/bin/python benchmarks/scaleout.py --only latency,ops
 
 Every server is ``python -m mcp_image_server`` in a child process of this script (the same
@@ -592,14 +592,17 @@ class Batch:
     images: int
     busy: float
     """Share of the whole machine's CPU time that was busy during the batch."""
+    ours: float
+    """The part of ``busy`` this benchmark's processes (servers, workers, Redis) used: the rest is other tenants."""
 
     @property
     def rate(self) -> float:
         return self.images / self.seconds
 
 
-async def run_batch(port: int, jobs: int, n: int, size: str) -> Batch:
+async def run_batch(port: int, jobs: int, n: int, size: str, pids: list[int]) -> Batch:
     conns = [RawHTTP("127.0.0.1", port) for _ in range(jobs)]
+    cpu0 = sum(_cpu_seconds(p) for p in pids) + time.process_time()
     b0, t0m = _machine_busy()
     start = time.perf_counter()
 
@@ -615,9 +618,11 @@ async def run_batch(port: int, jobs: int, n: int, size: str) -> Batch:
     images = sum(await asyncio.gather(*(one(i) for i in range(jobs))))
     took = time.perf_counter() - start
     b1, t1m = _machine_busy()
+    ours = sum(_cpu_seconds(p) for p in pids) + time.process_time() - cpu0
     for conn in conns:
         await conn.close()
-    return Batch(took, images, (b1 - b0) / max(1, t1m - t0m))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return Batch(took, images, (b1 - b0) / max(1, t1m - t0m), ours / took / cores)
 
 
 def _clean(store: Path) -> None:
@@ -664,21 +669,22 @@ async def section_workers(args: argparse.Namespace, work: Path, report: dict[str
                     solo.stop()  # restarted with this slot count (the same as its default, 2)
                     solo = Server("solo", work, {"MCP_STATE_URL": "memory://", "MCP_LOCAL_MAX_CONCURRENCY": str(slots),
                                                  "MCP_IMAGE_STORE_URL": f"file://{solo_store}"}).start()
-                    batch = await run_batch(solo.port, args.batch, args.n, args.size)
+                    batch = await run_batch(solo.port, args.batch, args.n, args.size, [solo.pid, api.pid, redis.pid])
                     _clean(solo_store)
                 else:
                     env = {**shared, "MCP_ROLE": "worker", "MCP_LOCAL_MAX_CONCURRENCY": str(slots),
                            "MCP_MAX_JOBS": str(args.worker_max_jobs or slots)}
                     running = [Server(f"worker-{i + 1}", work, env).start() for i in range(int(count))]
                     try:
-                        batch = await run_batch(api.port, args.batch, args.n, args.size)
+                        batch = await run_batch(api.port, args.batch, args.n, args.size,
+                                                [api.pid, solo.pid, redis.pid, *(w.pid for w in running)])
                     finally:
                         for w in running:
                             w.stop()
                     _clean(store)
                 results[label].append(batch)
                 print(f"  {label:32} {batch.rate:5.2f} images/s  ({batch.images} in {batch.seconds:5.1f} s, "
-                      f"machine {batch.busy:4.0%} busy)", flush=True)
+                      f"machine {batch.busy:4.0%} busy, other tenants {max(0.0, batch.busy - batch.ours):4.0%})", flush=True)
         client = redis.client()
         report["workers"] = {"results": results, "queue_bytes": client.memory_usage("mcp:queue"),
                              "queue_len": client.xlen("mcp:queue")}
@@ -813,12 +819,14 @@ def print_report(report: dict[str, Any], args: argparse.Namespace, cores: list[i
         res = report["workers"]["results"]
         print(f"\n2. generations of a CPU-bound local mix ({args.batch} jobs x n={args.n} at {args.size}) by 1 vs 2 "
               "worker processes behind one api replica")
-        print(f"{'configuration':34} {'images/s':>9} {'batch s':>8} {'busy':>5}  per round")
+        print(f"{'configuration':34} {'images/s':>9} {'batch s':>8} {'busy':>5} {'others':>6}  per round")
         for label, batches in res.items():
             rate = sum(b.images for b in batches) / sum(b.seconds for b in batches)
             secs = sum(b.seconds for b in batches) / len(batches)
             busy = sum(b.busy for b in batches) / len(batches)
-            print(f"{label:34} {rate:9.2f} {secs:8.1f} {busy:5.0%}  {_range([b.rate for b in batches])} images/s")
+            others = sum(max(0.0, b.busy - b.ours) for b in batches) / len(batches)
+            print(f"{label:34} {rate:9.2f} {secs:8.1f} {busy:5.0%} {others:6.0%}  "
+                  f"{_range([b.rate for b in batches])} images/s")
         pairs = [("api + 2 workers, 2 slots each", "api + 1 worker, 2 slots"),
                  ("api + 2 workers, 2 slots each", "1 process, memory:// (all)"),
                  ("api + 2 workers, 1 slot each", "api + 1 worker, 1 slot"),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
 
@@ -167,18 +167,22 @@ def mask_url(url: str) -> str:
     return parts.geturl()
 
 
+def _host_port_ok(parts: SplitResult) -> bool:
+    """A host is named and the port, if any, is 1..65535 (``SplitResult.port`` raises on junk)."""
+    try:
+        return bool(parts.hostname) and (parts.port is None or 0 < parts.port < 65536)
+    except ValueError:
+        return False
+
+
 def _state_url(value: str) -> Secret | None:
     """memory:// (or unset) is this process alone; redis[s]://[:password@]host[:port][/db] is shared."""
     value = value.strip()
     if not value or value in ("memory://", "memory:"):
         return None
     parts = urlsplit(value)
-    try:
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
     db = parts.path.strip("/")
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname or not port_ok or not (db == "" or db.isdigit()):
+    if parts.scheme not in ("redis", "rediss") or not _host_port_ok(parts) or not (db == "" or db.isdigit()):
         raise ValueError(f"expected memory:// or redis[s]://[:password@]host:port/db, got {mask_url(value)!r}")
     return Secret(value)
 
@@ -196,11 +200,7 @@ def _replica_url(value: str) -> str | None:
     if not value:
         return None
     parts = urlsplit(value)
-    try:
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
-    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.path not in ("", "/")
+    if (parts.scheme not in ("http", "https") or not _host_port_ok(parts) or parts.path not in ("", "/")
             or parts.query or parts.fragment or parts.username is not None):
         raise ValueError("expected http(s)://host:port with no path (this replica's address as its peers reach it)")
     return value.rstrip("/")
