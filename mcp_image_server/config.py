@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any, Final, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
+from .prices import PriceTable, load_prices_file
+from .tenants import TokenTable, load_tokens_file
 
 __all__ = [
     "FIELDS",
@@ -212,6 +215,39 @@ def _path(value: str) -> Path:
     return Path(value.strip()).expanduser().resolve()
 
 
+_DURATION_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_BYTE_UNITS: Final = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_AMOUNT_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-z]*)\Z")
+
+
+def _duration(value: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``45s``, ``2w`` or plain seconds; empty or 0: no limit (0.0)."""
+    if not value.strip():
+        return 0.0
+    m = _AMOUNT_RE.match(value.strip().lower())
+    if m is None or m[2] not in _DURATION_UNITS or float(m[1]) * _DURATION_UNITS[m[2]] > 10 * 365 * 86400:
+        raise ValueError("expected seconds or a number with s, m, h, d or w (7d, 12h, 30m), at most 10 years")
+    return float(m[1]) * _DURATION_UNITS[m[2]]
+
+
+def _byte_size(value: str) -> int:
+    """Bytes, or with KB/MB/GB/TB (powers of 1000) or KiB/MiB/GiB/TiB (powers of 1024); 0: no limit."""
+    m = _AMOUNT_RE.match(value.strip().lower())
+    if m is None or m[2] not in _BYTE_UNITS:
+        raise ValueError("expected bytes, or a number with KB, MB, GB, TB, KiB, MiB, GiB or TiB (500MB, 2GiB)")
+    return int(float(m[1]) * _BYTE_UNITS[m[2]])
+
+
+def _signing_key(value: str) -> Secret | None:
+    value = value.strip()
+    if value and len(value) < 32:
+        raise ValueError("expected at least 32 characters (for example: openssl rand -hex 32)")
+    return Secret(value) if value else None
+
+
 def _provider_name(value: str) -> str | None:
     v = value.strip().lower()
     return v or None
@@ -237,6 +273,10 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("MCP_HOST", "host", _str, "127.0.0.1", "HTTP bind address.", True),
     Field("MCP_PORT", "port", _int_range(0, 65535), "8000", "HTTP port (0 picks a free one).", True),
     Field("MCP_AUTH_TOKEN", "auth_tokens", _tokens, "", "Bearer token(s) for HTTP, comma-separated.", secret=True),
+    Field("MCP_TOKENS_FILE", "tokens_file", load_tokens_file, "",
+          "TOML file of named [[tokens]] with role and limits (re-read by reload_config)."),
+    Field("MCP_PRICES_FILE", "prices_file", load_prices_file, "",
+          "TOML file overriding the catalog's USD price per image (re-read by reload_config)."),
     Field("MCP_PUBLIC_BASE_URL", "public_base_url", _url, "", "Public URL prefix for image links."),
     Field("MCP_IMAGE_SAVE_DIR", "image_save_dir", _path, "./generated_images", "Where images are written.", True),
     Field("MCP_IMAGE_RECORD_TTL", "image_record_ttl", _int_range(1, 10 * 365 * 86400), "86400",
@@ -287,11 +327,21 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", _secret, "", "S3 secret access key.", True,
           secret=True),
     Field("AWS_REGION", "aws_region", _str, "us-east-1", "S3 region.", True),
-    Field("MCP_IMAGE_URL_MODE", "image_url_mode", _choice("public", "presigned"), "public",
-          "public: /images/* serves the image; presigned: it redirects to a short-lived S3 URL (s3:// store only).",
+    Field("MCP_IMAGE_URL_MODE", "image_url_mode", _choice("public", "presigned", "signed"), "public",
+          "public: /images/* serves the image; presigned: it redirects to a short-lived S3 URL (s3:// store only); "
+          "signed: image URLs carry an expiry and an HMAC signature, and /images/* refuses others with 403.",
           True),
     Field("MCP_IMAGE_URL_TTL", "image_url_ttl", _int_range(1, 7 * 86400), "300",
-          "Seconds a presigned image URL stays valid."),
+          "Seconds a presigned or signed image URL stays valid."),
+    Field("MCP_URL_SIGNING_KEY", "url_signing_key", _signing_key, "",
+          "HMAC key (32+ characters) for MCP_IMAGE_URL_MODE=signed; unset: a random key per start, so URLs die on "
+          "restart and replicas must share one key.", True, secret=True),
+    Field("MCP_IMAGE_RETENTION", "image_retention", _duration, "",
+          "Delete images (file and record) this long after they were made: 7d, 12h, 30m or seconds "
+          "(unset or 0: keep forever)."),
+    Field("MCP_IMAGE_STORE_MAX_BYTES", "image_store_max_bytes", _byte_size, "0",
+          "Cap on the image store's size: bytes, or 500MB, 2GiB (KB..TB: 1000s, KiB..TiB: 1024s); past it the "
+          "oldest images are deleted and a generation that cannot make room fails with storage_full (0: no cap)."),
     # shared state (several replicas)
     Field("MCP_STATE_URL", "state_url", _state_url, "memory://",
           "Where jobs live: memory:// (this process) or redis[s]://[:password@]host:port/db, shared by replicas.",
@@ -361,6 +411,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     auth_tokens: tuple[Secret, ...] = ()
+    tokens_file: TokenTable | None = None
+    prices_file: PriceTable | None = None
     public_base_url: str | None = None
     image_save_dir: Path = Path("generated_images").resolve()
     image_record_ttl: int = 86400
@@ -394,6 +446,9 @@ class Settings:
     aws_region: str = "us-east-1"
     image_url_mode: str = "public"
     image_url_ttl: int = 300
+    url_signing_key: Secret | None = None
+    image_retention: float = 0.0
+    image_store_max_bytes: int = 0
     state_url: Secret | None = None
     role: str = "all"
     replica_id: str | None = None

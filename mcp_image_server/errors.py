@@ -18,12 +18,17 @@ between releases (README, "Error codes"). Tools turn these into results with
     ├── ImageExpiredError (LookupError)   image_expired
     ├── ImageTooLargeError                image_too_large
     ├── StorageError (OSError)            storage_error
-    │   └── StorageUnavailableError       storage_unavailable (transient)
+    │   ├── StorageUnavailableError       storage_unavailable (transient)
+    │   └── StorageFullError              storage_full      (used_bytes, max_bytes)
     ├── StateUnavailableError             state_unavailable (transient)
     ├── JobNotFoundError (LookupError)    job_not_found
     ├── GenerationCancelledError          generation_cancelled
     ├── WorkerLostError                   worker_lost
     ├── QueueFullError                    queue_full        (transient)
+    ├── ForbiddenError                    forbidden         (the caller's role may not)
+    ├── ProviderNotAllowedError           provider_not_allowed
+    ├── QuotaExceededError                quota_exceeded    (limit, used, resets_at)
+    │   └── BudgetExceededError           budget_exceeded
     └── ProviderError                     provider_error
         ├── AuthFailedError               auth_failed
         ├── RateLimitedError              rate_limited      (transient, retry_after)
@@ -42,6 +47,10 @@ from typing import Any, ClassVar
 
 __all__ = [
     "QueueFullError",
+    "BudgetExceededError",
+    "ForbiddenError",
+    "ProviderNotAllowedError",
+    "QuotaExceededError",
     "JobNotFoundError",
     "IdempotencyConflictError",
     "GenerationCancelledError",
@@ -64,6 +73,7 @@ __all__ = [
     "RateLimitedError",
     "StorageError",
     "StorageUnavailableError",
+    "StorageFullError",
     "StateUnavailableError",
     "WorkerLostError",
     "UnknownProviderError",
@@ -148,6 +158,13 @@ class StorageUnavailableError(StorageError):
     code = "storage_unavailable"
 
 
+class StorageFullError(StorageError):
+    """The image store is at ``MCP_IMAGE_STORE_MAX_BYTES`` and nothing more can be deleted;
+    ``details`` has ``used_bytes`` and ``max_bytes``. Raised before any provider is called."""
+
+    code = "storage_full"
+
+
 class StateUnavailableError(ImageServerError):
     """The shared state (Redis, MCP_STATE_URL) did not answer; nothing was started."""
 
@@ -172,6 +189,28 @@ class WorkerLostError(ImageServerError):
 class QueueFullError(ImageServerError):
     code = "queue_full"
     transient = True
+
+
+class ForbiddenError(ImageServerError):
+    """The caller's role may not do this (a ``user`` token calling an admin tool)."""
+
+    code = "forbidden"
+
+
+class ProviderNotAllowedError(ImageServerError):
+    """The caller's token names the providers it may use (``providers`` in MCP_TOKENS_FILE)."""
+
+    code = "provider_not_allowed"
+
+
+class QuotaExceededError(ImageServerError):
+    """A limit of the caller's token would be passed; ``details`` has ``limit``, ``used``, ``resets_at``."""
+
+    code = "quota_exceeded"
+
+
+class BudgetExceededError(QuotaExceededError):
+    code = "budget_exceeded"
 
 
 class ProviderError(ImageServerError):

@@ -25,9 +25,9 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from .errors import (
     GenerationCancelledError,
@@ -40,7 +40,7 @@ from .errors import (
     error_from_dict,
 )
 from .models import GenerateOutcome, GenerateParams, ImageRecord, ProgressFn
-from .state import LEASE_TTL, SharedState
+from .state import ALL_OWNERS, LEASE_TTL, SharedState
 
 __all__ = ["ACTIVE", "Job", "JobManager", "JobState", "Update"]
 
@@ -70,7 +70,7 @@ class Runner(Protocol):
     """Runs one generation; ``resume`` holds the vendor job ids a lost replica's job submitted."""
 
     def __call__(
-        self, params: GenerateParams, progress: ProgressFn, resume: tuple[str, ...] = ()
+        self, params: GenerateParams, progress: ProgressFn, resume: tuple[str, ...] = (), owner: str = ""
     ) -> Awaitable[GenerateOutcome]: ...
 
 
@@ -108,6 +108,8 @@ class Job:
     fingerprint: str = ""
     task_inline: str | None = None
     """Set when the job was created as an MCP task: the inline mode of its payload."""
+    charges: tuple[tuple[str, float], ...] = ()
+    """Quota counters the job reserved (quotas.py): given back, less what it used, when it ends."""
     replica: str | None = None
     """The replica running the job (shared state only)."""
     remote: bool = False
@@ -166,7 +168,7 @@ class Job:
             "error": self.error.to_dict() if self.error else None,
             "idempotency_key": self.idempotency_key, "fingerprint": self.fingerprint,
             "task_inline": self.task_inline, "replica": self.replica, "version": self.version,
-            "requeued": self.requeued,
+            "requeued": self.requeued, "charges": [list(c) for c in self.charges],
         })
 
     @classmethod
@@ -186,6 +188,7 @@ class Job:
             outcome=outcome, error=error_from_dict(d["error"]) if d["error"] else None, handed_back=True,
             idempotency_key=d["idempotency_key"], fingerprint=d["fingerprint"], task_inline=d["task_inline"],
             replica=d["replica"], remote=True, version=d["version"], requeued=d.get("requeued", 0),
+            charges=tuple((str(k), float(a)) for k, a in d.get("charges", ())),
         )
 
     def _apply(self, text: str, *, force: bool = False) -> None:
@@ -224,8 +227,11 @@ class JobManager:
         shared: SharedState | None = None,
         role: str = "all",
         clock: Callable[[], float] = time.time,
+        on_end: Callable[[Job], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._run = run
+        self._on_end = on_end
+        self._ending: set[asyncio.Task[None]] = set()
         self._role = role
         self._ttl = ttl
         self._max_queued = max_queued
@@ -256,8 +262,12 @@ class JobManager:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def submit(self, owner: str, params: GenerateParams, idempotency_key: str | None = None) -> Job:
-        """Start a job, or return the caller's existing one for the same key and arguments.
+    async def submit(
+        self, owner: str, params: GenerateParams, idempotency_key: str | None = None,
+        charges: tuple[tuple[str, float], ...] = (),
+    ) -> Job:
+        """Start a job, or return the caller's existing one for the same key and arguments. A new
+        job carries ``charges`` (the very tuple given: a returned job holding another one is a repeat).
 
         Raises:
             IdempotencyConflictError: the key was used with other arguments.
@@ -281,7 +291,7 @@ class JobManager:
         now = self._clock()
         job = Job(
             job_id=secrets.token_hex(16), owner=owner, params=params, created_at=now, updated_at=now,
-            idempotency_key=idempotency_key, fingerprint=digest,
+            idempotency_key=idempotency_key, fingerprint=digest, charges=charges,
         )
         if self._shared is not None:
             if queue:
@@ -417,6 +427,7 @@ class JobManager:
         job.finished_at = self._clock()
         job.error = GenerationCancelledError(f"generation {job.job_id} was cancelled", details={"job_id": job.job_id})
         self._set(job, "cancelled", "cancelled", job.finished_at)
+        self._ended(job)
 
     async def _execute(self, job: Job) -> None:
         async def progress(message: str) -> None:
@@ -441,7 +452,7 @@ class JobManager:
                 self._set(job, "running", "started", job.started_at)
                 resume = job.vendor_jobs  # set only on a job taken over from a lost replica
                 params = replace(job.params, provider=job.provider) if resume else job.params
-                outcome = await self._run(params, progress, resume)
+                outcome = await self._run(params, progress, resume, job.owner)
         except asyncio.CancelledError:
             self._settle(job)
             raise
@@ -468,6 +479,15 @@ class JobManager:
             self._set(job, "succeeded", f"succeeded: {len(outcome.records)} image(s)", job.finished_at)
         if self._shared is not None:
             await self._save(job)  # other replicas see the end before this one reports it
+        self._ended(job)
+
+    def _ended(self, job: Job) -> None:
+        """This replica decided how ``job`` ended (exactly one does): settle its quota, in the background."""
+        if self._on_end is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._on_end(job))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
 
     async def _still_ours(self, job: Job) -> bool:
         """Before a job ends here, land its pending saves: one refused means this replica was
@@ -485,7 +505,7 @@ class JobManager:
                 job.queue_position = position
                 self._set(job, "queued", f"queued, {position} ahead" if busy else "starting", now)
 
-    async def cancel(self, owner: str, job_id: str, settle: float = 0.0) -> Job:
+    async def cancel(self, owner: str | None, job_id: str, settle: float = 0.0) -> Job:
         """Cancel a running job, waiting up to ``settle`` s for it to stop (a finished one is
         returned unchanged). A job another replica runs is stopped there.
 
@@ -535,6 +555,7 @@ class JobManager:
         if not await self._shared.replace(job.job_id, text, current.snapshot(), self._ttl):
             return False
         job._apply(current.snapshot())
+        self._ended(current)
         return True
 
     def _on_cancel(self, job_id: str) -> None:
@@ -620,6 +641,7 @@ class JobManager:
         assert text is not None
         if await self._shared.replace(job_id, text, job.snapshot(), self._ttl):
             logger.warning("generation %s was lost with replica %s (worker_lost)", job_id, replica)
+            self._ended(job)
 
     async def drain(self, grace: float) -> None:
         """A replica stopping with a shared state (a rolling restart): take no more jobs, give
@@ -669,15 +691,17 @@ class JobManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._ending, return_exceptions=True)
         if self._shared is not None:
             await asyncio.gather(*self._saves, return_exceptions=True)
             await self._shared.aclose()
 
     # --- lookup -----------------------------------------------------------------------------
 
-    async def get(self, owner: str, job_id: str) -> Job:
-        """Raises: JobNotFoundError (also for another owner's job: no probing by id),
-        StateUnavailableError."""
+    async def get(self, owner: str | None, job_id: str) -> Job:
+        """A job of ``owner`` (``None``: anyone's, for an admin).
+
+        Raises: JobNotFoundError (also for another owner's job: no probing by id), StateUnavailableError."""
         self._sweep()
         valid = bool(_JOB_ID_RE.match(job_id))
         job = self._jobs.get(job_id) if valid else None
@@ -687,7 +711,7 @@ class JobManager:
         if job is not None and job.task_inline is None and self._shared is not None:
             # Marked as a task on the replica that took the call, which need not be this one.
             job.task_inline = (await self._shared.task_marks([job_id])).get(job_id)
-        if job is None or job.owner != owner:
+        if job is None or owner is not None and job.owner != owner:
             raise JobNotFoundError(
                 f"no generation job {job_id[:80]!r} for this client (jobs are kept {int(self._ttl)} s after "
                 "they finish, MCP_JOB_TTL)",
@@ -695,14 +719,14 @@ class JobManager:
             )
         return job
 
-    async def list(self, owner: str, status: str | None = None, limit: int = 20) -> list[Job]:
-        """The owner's jobs, newest first. Raises: StateUnavailableError."""
+    async def list(self, owner: str | None, status: str | None = None, limit: int = 20) -> list[Job]:
+        """The owner's jobs (``None``: everyone's), newest first. Raises: StateUnavailableError."""
         self._sweep()
         if self._shared is None:
-            jobs = [j for j in self._jobs.values() if j.owner == owner]
+            jobs = [j for j in self._jobs.values() if owner is None or j.owner == owner]
             jobs.sort(key=lambda j: j.created_at, reverse=True)
         else:
-            snapshots = await self._shared.recent(owner, limit if status is None else _LIST_SCAN)
+            snapshots = await self._shared.recent(owner or ALL_OWNERS, limit if status is None else _LIST_SCAN)
             jobs = [self._jobs.get(j.job_id, j) for j in map(Job.from_snapshot, snapshots)]
             marks = await self._shared.task_marks(j.job_id for j in jobs if j.task_inline is None)
             for job in jobs:

@@ -153,13 +153,18 @@ class ImageRecord:
     """Wall-clock seconds (UNIX time)."""
     expires_at: float
     """Wall-clock seconds after which ``get_image_data`` reports ``image_expired``."""
+    owner: str = ""
+    """Who made it (tenants.py ``Caller.owner``); ``""`` in records written before owners: admins only."""
+    cost_usd: float | None = None
+    """The catalog's price of this image (prices.py), ``None`` when no row matched."""
 
     def to_json(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImageRecord:
-        return cls(**{f: data[f] for f in cls.__slots__})
+        optional = {"owner": "", "cost_usd": None}
+        return cls(**{f: data[f] if f not in optional else data.get(f, optional[f]) for f in cls.__slots__})
 
 
 @dataclass(frozen=True, slots=True)

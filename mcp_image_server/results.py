@@ -6,10 +6,8 @@ Shared by the tools in ``server`` and the task methods in ``tasks``; no MCP regi
 from __future__ import annotations
 
 import base64
-import hashlib
-import secrets
 import time
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -20,6 +18,7 @@ from .errors import ImageServerError
 from .jobs import Job, Update
 from .models import GenerateOutcome, ImageRecord
 from .service import ImageService
+from .tenants import ANONYMOUS, STDIO, Caller, digest_of, static_caller
 
 __all__ = [
     "ErrorInfo",
@@ -30,11 +29,11 @@ __all__ = [
     "JobListOutput",
     "JobSummary",
     "ReloadOutput",
+    "caller_of",
     "error_result",
     "generate_result",
     "job_result",
     "jobs_result",
-    "owner_of",
     "wait_for_job",
 ]
 
@@ -60,6 +59,8 @@ class ImageInfo(BaseModel):
     resource_uri: str
     revised_prompt: str | None
     seed: int | None
+    cost_estimate_usd: float | None = None
+    """The catalog's price of this image (providers://list, MCP_PRICES_FILE); None when unpriced."""
 
 
 class GenerateImageOutput(BaseModel):
@@ -69,6 +70,8 @@ class GenerateImageOutput(BaseModel):
     job_id: str | None = None
     message: str | None = None
     images: list[ImageInfo] = []
+    cost_estimate_usd: float | None = None
+    """Sum of the images' estimates: what the call cost by the catalog's prices."""
     warnings: list[str] = []
     error: ErrorInfo | None = None
 
@@ -122,24 +125,26 @@ def error_result(exc: ImageServerError, **extra: Any) -> CallToolResult:
     )
 
 
-_STDIO_OWNER: Final = "stdio:" + secrets.token_hex(8)
-"""This stdio process: its client alone, even when several processes share one Redis state."""
-
-
-def owner_of(ctx: Context[Any, Any]) -> str:
-    """Who owns a job: a fingerprint of the caller's (already verified) token, or the stdio process."""
+def caller_of(service: ImageService, ctx: Context[Any, Any]) -> Caller:
+    """Who calls (tenants.py): the token's caller, the stdio client, or, without tokens, anyone."""
     headers = ctx.headers
     if headers is None:
-        return _STDIO_OWNER
+        return STDIO
     lowered: dict[str, str] = {}
     for name, value in headers.items():
         lowered.setdefault(name.lower(), value)  # the first copy, the one the transport's auth check reads
     auth = lowered.get("authorization", "")
     token = auth[7:].strip() if auth[:7].lower() == "bearer " else lowered.get("x-api-key", "").strip()
     if not token:
-        return "anonymous"
-    # Undecodable header bytes arrive as surrogates (aiohttp decodes with surrogateescape): hash the sent bytes.
-    return "token:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return ANONYMOUS
+    directory = service.directory
+    found = directory.caller(token)
+    if found is not None:
+        return found
+    caller = static_caller(digest_of(token))
+    # No tokens configured: every caller is trusted, owning by its token as before. With tokens, this
+    # one was removed by a reload while its request ran: it may touch nothing but its own.
+    return caller if not directory.by_digest else Caller(caller.name, "user", caller.owner)
 
 
 def _image_info(service: ImageService, record: ImageRecord) -> ImageInfo:
@@ -158,6 +163,7 @@ def _image_info(service: ImageService, record: ImageRecord) -> ImageInfo:
         resource_uri=f"images://{record.image_id}",
         revised_prompt=record.revised_prompt,
         seed=record.seed,
+        cost_estimate_usd=record.cost_usd,
     )
 
 
@@ -190,8 +196,8 @@ async def generate_result(
             continue
         limit = service.settings.get_image_data_max_bytes
         if inline == "full" and record.size_bytes <= limit:
-            data = await service.image_bytes(record.image_id)
-            content.append(ImageContent(data=base64.b64encode(data[1]).decode(), mime_type=record.mime_type))
+            data = await service.image_data(record)
+            content.append(ImageContent(data=base64.b64encode(data).decode(), mime_type=record.mime_type))
             continue
         if inline == "full":
             warnings.append(
@@ -203,7 +209,9 @@ async def generate_result(
     if warnings:
         lines.append("Warnings: " + "; ".join(warnings))
     content.insert(0, TextContent(text="\n".join(lines)))
-    output = GenerateImageOutput(ok=True, job_id=job_id, images=infos, warnings=warnings)
+    costs = [i.cost_estimate_usd for i in infos]
+    total = None if not costs or None in costs else round(sum(c or 0.0 for c in costs), 6)
+    output = GenerateImageOutput(ok=True, job_id=job_id, images=infos, cost_estimate_usd=total, warnings=warnings)
     return CallToolResult(content=content, structured_content=output.model_dump(mode="json"))
 
 

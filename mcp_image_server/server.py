@@ -29,22 +29,24 @@ from mcp_types import (
 from pydantic import AnyUrl, Field, ValidationError
 
 from . import __version__
-from .errors import ConfigError, ImageServerError, InvalidArgumentError
+from .errors import ImageServerError, InvalidArgumentError
 from .models import GenerateParams, ImageFormat
+from .quotas import require_admin
 from .results import (
     GenerateImageOutput,
     ImageDataOutput,
     Inline,
     JobListOutput,
     ReloadOutput,
+    caller_of,
     error_result,
     job_result,
     jobs_result,
-    owner_of,
     wait_for_job,
 )
 from .service import ImageService
 from .tasks import TasksExtension
+from .tenants import STDIO
 from .viewer import build_viewer_apps, image_origins_for, tool_meta
 
 __all__ = ["build_mcp_server"]
@@ -112,7 +114,8 @@ class ImageMCPServer(MCPServer[Any]):
         text = str(uri)
         if text.startswith("images://"):
             try:
-                record, data = await self.service.image_bytes(text.removeprefix("images://"))
+                caller = caller_of(self.service, context) if context is not None else STDIO
+                record, data = await self.service.image_bytes(caller, text.removeprefix("images://"))
             except ImageServerError as exc:
                 raise MCPError(INVALID_PARAMS, exc.message, {"uri": text, "code": exc.code}) from exc
             return [ReadResourceContents(content=data, mime_type=record.mime_type)]
@@ -209,8 +212,7 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         )
         try:
             # Arguments are checked before a job exists, so a bad call fails fast and costs nothing.
-            service.validate(params)
-            job = await service.jobs.submit(owner_of(ctx), params, idempotency_key)
+            job = await service.start_job(caller_of(service, ctx), params, idempotency_key)
         except ImageServerError as exc:
             return error_result(exc)
         await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=True)
@@ -229,7 +231,8 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
     ) -> Annotated[CallToolResult, GenerateImageOutput]:
         """A generation job's state, or, once finished, the same result generate_image gives."""
         try:
-            job = await service.jobs.get(owner_of(ctx), job_id.strip())
+            caller = caller_of(service, ctx)
+            job = await service.jobs.get(None if caller.is_admin else caller.owner, job_id.strip())
         except ImageServerError as exc:
             return error_result(exc)
         await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=False)
@@ -242,7 +245,8 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
     ) -> Annotated[CallToolResult, JobListOutput]:
         """Cancel a running generation job (a finished job is reported unchanged)."""
         try:
-            job = await service.jobs.cancel(owner_of(ctx), job_id.strip(), settle=5)
+            caller = caller_of(service, ctx)
+            job = await service.jobs.cancel(None if caller.is_admin else caller.owner, job_id.strip(), settle=5)
         except ImageServerError as exc:
             return error_result(exc)
         return jobs_result(service, [job], f"Job {job.job_id} is {job.state}.")
@@ -256,10 +260,14 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
             Field(description="Only jobs in this state."),
         ] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="Most jobs to return, newest first.")] = 20,
+        all: Annotated[bool, Field(description="Admin tokens only: every caller's jobs, not just yours.")] = False,
     ) -> Annotated[CallToolResult, JobListOutput]:
         """Your recent generation jobs, newest first."""
         try:
-            jobs = await service.jobs.list(owner_of(ctx), status, limit)
+            caller = caller_of(service, ctx)
+            if all:
+                require_admin(caller, "list_generations(all=true)")
+            jobs = await service.jobs.list(None if all else caller.owner, status, limit)
         except ImageServerError as exc:
             return error_result(exc)
         lines = [f"{j.job_id} {j.state} {j.params.prompt[:60]!r}" for j in jobs]
@@ -267,11 +275,12 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
 
     @mcp.tool(annotations=ToolAnnotations(title="Get image data", read_only_hint=True))
     async def get_image_data(
+        ctx: Context[Any, Any],
         image_id: Annotated[str, Field(max_length=200, description="image_id from generate_image.")],
     ) -> Annotated[CallToolResult, ImageDataOutput]:
         """Return a generated image's full bytes as base64 (refused above MCP_GET_IMAGE_DATA_MAX_BYTES)."""
         try:
-            record, data = await service.image_bytes(image_id.strip())
+            record, data = await service.image_bytes(caller_of(service, ctx), image_id.strip())
         except ImageServerError as exc:
             return error_result(exc)
         encoded = base64.b64encode(data).decode()
@@ -284,14 +293,17 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
 
     @mcp.tool(annotations=ToolAnnotations(title="Reload configuration", read_only_hint=False, idempotent_hint=True))
     async def reload_config(
+        ctx: Context[Any, Any],
         dotenv_override: Annotated[
             bool, Field(description="Let values in .env win over the process environment.")
         ] = False,
     ) -> Annotated[CallToolResult, ReloadOutput]:
-        """Re-read the environment and .env; reports changed settings (names only) and available providers."""
+        """Re-read the environment, .env, MCP_TOKENS_FILE and MCP_PRICES_FILE (admin tokens only);
+        reports changed settings (names only) and available providers."""
         try:
+            require_admin(caller_of(service, ctx), "reload_config")
             result = await service.reload(dotenv_override=dotenv_override)
-        except ConfigError as exc:
+        except ImageServerError as exc:
             return error_result(exc)
         manager = service.manager
         output = ReloadOutput(

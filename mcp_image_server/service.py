@@ -12,9 +12,16 @@ from typing import Any, Final
 from . import __version__
 from .blobs import open_blob_store
 from .config import ReloadResult, Settings, reload_settings
-from .errors import ConfigError, ImageTooLargeError, InvalidArgumentError, ProviderError
+from .errors import (
+    ConfigError,
+    ImageExpiredError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    InvalidArgumentError,
+    ProviderError,
+)
 from .imaging import thumbnail
-from .jobs import JobManager
+from .jobs import Job, JobManager
 from .models import (
     GenerateOutcome,
     GenerateParams,
@@ -24,10 +31,14 @@ from .models import (
     ProviderCatalog,
     ProviderResult,
 )
+from .prices import Price, price_of
 from .providers import ProviderSpec, registry
 from .providers.manager import ProviderManager, Selection
+from .quotas import MemoryLedger, Quotas, settle_quietly
+from .signing import UrlSigner
 from .state import open_state
-from .store import ImageStore, sanitize_prefix
+from .store import ImageStore, RetentionPolicy, sanitize_prefix
+from .tenants import STDIO, Caller, Directory
 
 __all__ = ["ImageService"]
 
@@ -87,16 +98,24 @@ class ImageService:
         self._manager = ProviderManager(settings, self._specs)
         self._retired: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
-        self.store = ImageStore(open_blob_store(settings), clock=clock)
+        self.store = ImageStore(
+            open_blob_store(settings), clock=clock, policy=lambda: RetentionPolicy.of(self._settings)
+        )
+        self.signer = UrlSigner.from_settings(settings, clock=clock)
+        self._sweeper: asyncio.Task[None] | None = None
+        shared = open_state(settings)
         self.jobs = JobManager(
             self.generate,
             ttl=settings.job_ttl,
             max_running=settings.max_jobs,
             max_queued=settings.max_queued_jobs,
-            shared=open_state(settings),
+            shared=shared,
             role=settings.role,
             clock=clock,
+            on_end=self._job_ended,
         )
+        self.quotas = Quotas(shared if shared is not None else MemoryLedger(clock), clock)
+        self._directory: tuple[Settings, Directory] | None = None
         self.http_base_url: str | None = None
         """Set by the HTTP transport once bound, so image URLs work without MCP_PUBLIC_BASE_URL."""
         self.started_at = time.monotonic()
@@ -109,9 +128,62 @@ class ImageService:
     def manager(self) -> ProviderManager:
         return self._manager
 
+    @property
+    def directory(self) -> Directory:
+        """Every accepted token's caller, for the current settings (rebuilt when they change)."""
+        settings = self._settings
+        if self._directory is None or self._directory[0] is not settings:
+            tokens = tuple(t.get() for t in settings.auth_tokens)
+            self._directory = (settings, Directory.build(tokens, settings.tokens_file))
+        return self._directory[1]
+
+    # --- admission: who may start what -------------------------------------------------------
+
+    def price(self, provider: str, model: str | None, width: int | None, height: int | None,
+              quality: str | None) -> Price | None:
+        """The catalog's price of one image (MCP_PRICES_FILE rows first)."""
+        size = f"{width}x{height}" if width and height else None
+        if model is None:
+            model = getattr(self._settings, f"{provider}_model", None) or self._manager.catalog(provider).models[0]
+        return price_of(provider, model, size, quality, self._settings.prices_file)
+
+    async def start_job(self, caller: Caller, params: GenerateParams, idempotency_key: str | None) -> Job:
+        """Check the request and the caller's limits, reserve them, and start (or repeat) the job.
+        Everything is checked before any provider is called; a refused call changes no counter.
+
+        Raises:
+            InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderNotAllowedError,
+            QuotaExceededError, BudgetExceededError, StateUnavailableError, QueueFullError.
+        """
+        p = self._prepare(params)
+        provider = p.selection.provider
+        self.quotas.check_provider(caller, provider)
+        price = self.price(provider, None, p.selection.width, p.selection.height, params.options.get("quality"))
+        estimate = (price.usd if price else 0.0) * p.request.n
+        reserved = await self.quotas.reserve(caller, p.request.n, estimate)
+        try:
+            job = await self.jobs.submit(caller.owner, params, idempotency_key, reserved)
+        except BaseException:
+            await self.quotas.settle(reserved, 0, 0.0)
+            raise
+        if reserved and job.charges is not reserved:  # a repeat of an existing job: it reserved its own
+            await self.quotas.settle(reserved, 0, 0.0)
+        return job
+
+    async def _job_ended(self, job: Job) -> None:
+        """Give back what an ended job reserved and did not use (failed and cancelled: everything)."""
+        if not job.charges:
+            return
+        records = job.outcome.records if job.outcome is not None and job.state == "succeeded" else ()
+        usd = sum(r.cost_usd or 0.0 for r in records)
+        await settle_quietly(self.quotas, job.charges, len(records), usd, logger.warning)
+
+    def caller_for_owner(self, owner: str) -> Caller | None:
+        return STDIO if owner == STDIO.owner else self.directory.by_owner.get(owner)
     async def start(self) -> None:
         """Raises: StorageError when the save directory is unusable."""
         await asyncio.to_thread(self.store.open)
+        self._sweeper = asyncio.create_task(self.store.sweep_forever(), name="image-store-sweep")
         await self.jobs.start()
         shared = self.jobs.shared
         logger.info(
@@ -124,6 +196,9 @@ class ImageService:
         )
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.wait([self._sweeper])  # ends at once; a sweep thread under way finishes on its own
         await self.jobs.drain(self._settings.drain_seconds)
         await self.jobs.aclose()
         await self._manager.aclose(grace=30)
@@ -169,7 +244,8 @@ class ImageService:
         self._prepare(params)
 
     async def generate(
-        self, params: GenerateParams, progress: ProgressFn | None = None, resume: tuple[str, ...] = ()
+        self, params: GenerateParams, progress: ProgressFn | None = None, resume: tuple[str, ...] = (),
+        owner: str = "",
     ) -> GenerateOutcome:
         """Validate, run on the chosen provider, store every image. With ``resume`` (vendor job ids
         of a job whose replica was lost), poll those instead of submitting, and never fail over.
@@ -178,17 +254,23 @@ class ImageService:
             InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderError, StorageError.
         """
         p = self._prepare(params, resume)
+        if not resume:  # a resumed job is already paid for at the vendor: keep its images
+            await asyncio.to_thread(self.store.ensure_room)  # storage_full before any provider is called
         served, style, warnings = p.selection.provider, p.selection.style, list(p.warnings)
         try:
             result = await p.manager.generate(served, p.request, progress)
         except ProviderError as exc:
             if p.selection.pinned or resume or exc.code not in FAILOVER_CODES:
                 raise
-            result, served, style = await self._failover(p, params, exc, warnings, progress)
+            caller = self.caller_for_owner(owner)
+            allowed = caller.limits.providers if caller is not None else None
+            result, served, style = await self._failover(p, params, exc, warnings, progress, allowed)
         if progress is not None:
             await progress("saving")
         records = []
+        quality = params.options.get("quality")
         for image in result.images:
+            price = self.price(served, result.model, image.width, image.height, quality)
             record = await asyncio.to_thread(
                 self.store.save,
                 image,
@@ -198,6 +280,8 @@ class ImageService:
                 prompt=p.prompt,
                 ttl=p.manager.settings.image_record_ttl,
                 file_prefix=p.prefix,
+                owner=owner,
+                cost_usd=None if price is None else price.usd,
             )
             records.append(record)
         return GenerateOutcome(tuple(records), served, result.model, tuple(warnings) + result.warnings)
@@ -209,6 +293,7 @@ class ImageService:
         first: ProviderError,
         warnings: list[str],
         progress: ProgressFn | None,
+        allowed: frozenset[str] | None = None,
     ) -> tuple[ProviderResult, str, str | None]:
         """Try each configured MCP_FALLBACK_PROVIDERS entry with the nearest style and size.
 
@@ -218,6 +303,8 @@ class ImageService:
         failed, error = p.selection.provider, first
         size = None if p.selection.width is None else (p.selection.width, p.selection.height or 0)
         for name in p.manager.fallbacks(p.selection.provider):
+            if allowed is not None and name not in allowed:
+                continue  # the caller's token may not use it
             selection = p.manager.equivalent(p.selection.provider, name, p.selection.style, size)
             request = _vendor_request(p.manager.catalog(name), selection, params, p.prompt)
             logger.warning("%s failed (%s); failing over to %s", failed, error.code, name)
@@ -241,15 +328,36 @@ class ImageService:
 
     def url_for(self, record: ImageRecord) -> str | None:
         base = self._settings.public_base_url or self.http_base_url
-        return f"{base}/images/{record.file_name}" if base else None
+        if not base:
+            return None
+        url = f"{base}/images/{record.file_name}"
+        if self._settings.image_url_mode == "signed":
+            url += "?" + self.signer.query(record.file_name, self._settings.image_url_ttl)
+        return url
 
-    async def image_bytes(self, image_id: str) -> tuple[ImageRecord, bytes]:
+    def image_record(self, caller: Caller, image_id: str) -> ImageRecord:
+        """``caller``'s image (an admin's: anyone's); another's reads exactly as an unknown id.
+
+        Raises:
+            ImageNotFoundError, ImageExpiredError.
+        """
+        try:
+            record: ImageRecord | None = self.store.get(image_id)
+        except ImageExpiredError:
+            if caller.is_admin:
+                raise
+            record = None  # a user is not told that someone's image existed once
+        if record is not None and (caller.is_admin or record.owner == caller.owner):
+            return record
+        raise ImageNotFoundError(f"no image with id {image_id}", details={"image_id": image_id})
+
+    async def image_bytes(self, caller: Caller, image_id: str) -> tuple[ImageRecord, bytes]:
         """The full image, refused above ``MCP_GET_IMAGE_DATA_MAX_BYTES``.
 
         Raises:
             ImageNotFoundError, ImageExpiredError, ImageTooLargeError.
         """
-        record = self.store.get(image_id)
+        record = self.image_record(caller, image_id)
         limit = self._settings.get_image_data_max_bytes
         if record.size_bytes > limit:
             raise ImageTooLargeError(
@@ -257,12 +365,14 @@ class ImageService:
                 "(MCP_GET_IMAGE_DATA_MAX_BYTES); fetch it from its URL or file path instead",
                 details={"image_id": image_id, "size_bytes": record.size_bytes, "max_bytes": limit},
             )
-        data = await asyncio.to_thread(self.store.read_bytes, record)
-        return record, data
+        return record, await self.image_data(record)
+
+    async def image_data(self, record: ImageRecord) -> bytes:
+        """The bytes of a record already checked (its owner's, within the size limit)."""
+        return await asyncio.to_thread(self.store.read_bytes, record)
 
     async def thumbnail(self, record: ImageRecord) -> tuple[bytes, str]:
-        data = await asyncio.to_thread(self.store.read_bytes, record)
-        return await asyncio.to_thread(thumbnail, data)
+        return await asyncio.to_thread(thumbnail, await self.image_data(record))
 
     # --- catalogs -----------------------------------------------------------------------------
 
@@ -314,6 +424,7 @@ class ImageService:
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "jobs_in_flight": self.jobs.in_flight,
             "backends": backends,
+            "storage": self.store.usage_info(),
         }
 
     def backends(self) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 A task *is* a generation job: task id = job id, status derives from the job state,
 the payload is what ``job_result`` builds, retention is ``MCP_JOB_TTL`` and tasks
-belong to the same owner as jobs (``owner_of``). A job created as a task says so
+belong to the same owner as jobs (``caller_of``). A job created as a task says so
 (``Job.task_inline``, kept in the shared state too): ``tasks/*`` answer for those alone,
 so ``tasks/list`` shows what the client created as tasks and nothing else.
 
@@ -61,7 +61,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from .errors import JobNotFoundError, StateUnavailableError
 from .jobs import ACTIVE, Job, Update
-from .results import Inline, job_result, owner_of
+from .results import Inline, caller_of, job_result
 from .service import ImageService
 
 __all__ = ["RELATED_TASK_KEY", "TASKS_EXTENSION", "TASK_TOOL", "TasksExtension"]
@@ -316,7 +316,7 @@ class TasksExtension(Extension):
     # --- helpers ------------------------------------------------------------------------------
 
     def _owner(self, ctx: ServerRequestContext[Any, Any]) -> str:
-        return owner_of(Context(request_context=ctx))
+        return caller_of(self._service, Context(request_context=ctx)).owner
 
     def _declared(self, ctx: ServerRequestContext[Any, Any]) -> bool:
         capabilities = ctx.session.client_capabilities

@@ -35,7 +35,8 @@ class FakeRunner:
 
     resumed: list[tuple[str, ...]] = field(default_factory=list)
 
-    async def __call__(self, params: GenerateParams, progress: ProgressFn, resume: tuple[str, ...] = ()) -> GenerateOutcome:
+    async def __call__(self, params: GenerateParams, progress: ProgressFn, resume: tuple[str, ...] = (),
+                       owner: str = "") -> GenerateOutcome:
         self.calls.append(params)
         self.resumed.append(resume)
         self.started.set()

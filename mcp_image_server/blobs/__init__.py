@@ -47,6 +47,12 @@ class BlobStore(Protocol):
     def delete(self, name: str) -> None:
         """Remove ``name`` if present. Raises: StorageUnavailableError."""
 
+    def scan(self, prefix: str = "") -> dict[str, BlobInfo]:
+        """Every object directly under ``prefix`` (``""``: the images; ``.records/``: the sidecars), by name.
+
+        One listing (paged by the store), no per-object request. Raises: StorageUnavailableError.
+        """
+
     async def presign(self, name: str, ttl: float) -> str | None:
         """A URL the store itself serves ``name`` at for ``ttl`` s, or ``None`` (a folder has none)."""
 

@@ -130,6 +130,22 @@ class FileBlobStore:
         except OSError:
             return []
 
+    def scan(self, prefix: str = "") -> dict[str, BlobInfo]:
+        found: dict[str, BlobInfo] = {}
+        try:
+            with os.scandir(self.directory / prefix) as entries:
+                for e in entries:
+                    try:
+                        if not e.is_file(follow_symlinks=False):
+                            continue
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed while we listed
+                    found[prefix + e.name] = BlobInfo(st.st_size, f'"{st.st_mtime_ns:x}-{st.st_size:x}"', st.st_mtime)
+        except OSError:
+            pass  # a folder removed while we run holds nothing (put recreates it)
+        return found
+
     async def presign(self, name: str, ttl: float) -> str | None:
         return None
 

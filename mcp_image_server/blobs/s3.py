@@ -127,6 +127,17 @@ class S3BlobStore:
     def delete(self, name: str) -> None:
         self._read("delete the image", lambda: obstore.delete(self._store, name))
 
+    def scan(self, prefix: str = "") -> dict[str, BlobInfo]:
+        listed = self._read(
+            "list the images", lambda: obstore.list_with_delimiter(self._store, prefix.rstrip("/") or None)
+        )
+        found: dict[str, BlobInfo] = {}
+        for meta in listed["objects"] if listed is not None else ():
+            modified = meta["last_modified"].timestamp()
+            etag = meta["e_tag"] or f'"{meta["size"]:x}-{int(modified):x}"'
+            found[meta["path"]] = BlobInfo(meta["size"], etag, modified)
+        return found
+
     async def presign(self, name: str, ttl: float) -> str | None:
         """A GET URL for ``name`` that S3 honours for ``ttl`` seconds (``MCP_IMAGE_URL_MODE=presigned``)."""
         try:

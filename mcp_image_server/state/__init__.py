@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Final, Protocol
 
 from ..config import Settings
+from ..quotas import Charge
 
-__all__ = ["ACTIVE_TTL", "LEASE_TTL", "SharedState", "open_state"]
+__all__ = ["ACTIVE_TTL", "ALL_OWNERS", "LEASE_TTL", "SharedState", "open_state"]
 
 ACTIVE_TTL: Final = 7 * 86400
 """Seconds a running job's snapshot is kept: a safety net only (the reaper ends lost jobs)."""
+ALL_OWNERS: Final = "*"
+"""The owner name ``recent`` takes for every owner's jobs (an admin's ``list_generations(all=true)``)."""
 LEASE_TTL: Final = 10
 """Seconds a replica's lease outlives its last renewal; its running jobs end as worker_lost after it."""
 
@@ -101,6 +104,14 @@ class SharedState(Protocol):
 
     async def cancels(self, job_ids: Iterable[str]) -> set[str]:
         """Which of ``job_ids`` were asked to stop."""
+
+    # --- quota counters: the ``Ledger`` of quotas.py, shared so limits hold across replicas ---
+
+    async def reserve(self, charges: Sequence[Charge]) -> tuple[int, float] | None:
+        """Add every charge, or none: ``(index, used)`` of the first that would pass its limit."""
+
+    async def release(self, amounts: Sequence[tuple[str, float]]) -> None:
+        """Give amounts back; a counter never goes below 0."""
 
     # --- handshake-era HTTP sessions: which replica holds which (the HTTP transport's affinity) ---
 

@@ -3,13 +3,15 @@
 Keys, all under ``mcp:``::
 
     job:{id}            the job's JSON snapshot: 7 days while it runs, MCP_JOB_TTL once done
-    jobs:{owner}        sorted set of the owner's job ids by creation time (list_generations)
+    jobs:{owner}        sorted set of the owner's job ids by creation time (list_generations);
+                        jobs:* holds every owner's (newest 100,000), for an admin's all=true
     key:{owner}:{hash}  an idempotency key -> job id, claimed with the job in one script
     running             hash job id -> the replica running it (what reapers check)
     queue               stream of job ids waiting for a replica (consumer group ``workers``)
     replica:{id}        a replica's lease, renewed every few seconds, gone LEASE_TTL s after it dies
     cancel:{id}         a cancel request, for a runner that missed the broadcast
     task:{id}           the job was created as an MCP task (its payload's inline mode)
+    quota:{counter}     a token's usage counter (quotas.py: requests a minute, images a day, ...)
 
 Channels: ``mcp:updates:{id}`` carries each saved snapshot; ``mcp:cancel`` carries job ids to stop.
 Every call is bounded (5 s socket timeouts, two retries with backoff) and a failure is
@@ -23,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar, cast
 
@@ -33,7 +35,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, WatchError
 
 from ..errors import StateUnavailableError
-from . import ACTIVE_TTL, LEASE_TTL
+from ..quotas import Charge
+from . import ACTIVE_TTL, ALL_OWNERS, LEASE_TTL
 
 __all__ = ["RedisState"]
 
@@ -47,7 +50,7 @@ QUEUE: Final = f"{P}queue"
 GROUP: Final = "workers"
 
 # KEYS: job, owner index, running hash, queue, idempotency key (or none). ARGV: snapshot,
-# created_at, job id, replica ("" = queue the job), active ttl, job key prefix. Claims the key and
+# created_at, job id, replica ("" = queue the job), active ttl, job key prefix, all-owners index. Claims the key and
 # records the job in one step, so two replicas given one key at the same moment start one job; a
 # key whose job expired is reused.
 _CREATE: Final = """
@@ -61,6 +64,8 @@ if #KEYS == 5 then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', ARGV[7], ARGV[2], ARGV[3])
+if redis.call('ZCARD', ARGV[7]) > 100000 then redis.call('ZREMRANGEBYRANK', ARGV[7], 0, 999) end
 if ARGV[4] == '' then
   redis.call('XADD', KEYS[4], '*', 'job', ARGV[3])
 else
@@ -96,6 +101,33 @@ redis.call('PUBLISH', ARGV[6], ARGV[1])
 return false
 """
 
+# KEYS: counters. ARGV: amount, limit, ttl for each. All or nothing: {index, used} of the first
+# counter the charge would take past its limit, else every counter is charged (ttl set once).
+_RESERVE: Final = """
+for i = 1, #KEYS do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) + 1e-9 then
+    return {i - 1, tostring(used)}
+  end
+end
+for i = 1, #KEYS do
+  redis.call('INCRBYFLOAT', KEYS[i], ARGV[3 * i - 2])
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[3 * i]) end
+end
+return false
+"""
+
+# KEYS: counters. ARGV: the amount to give back to each; a counter never goes below 0.
+_RELEASE: Final = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local left = tonumber(redis.call('INCRBYFLOAT', KEYS[i], -tonumber(ARGV[i])))
+    if left < 0 then redis.call('SET', KEYS[i], '0', 'KEEPTTL') end
+  end
+end
+return 0
+"""
+
 
 class RedisState:
     def __init__(self, url: str, replica_id: str) -> None:
@@ -110,6 +142,8 @@ class RedisState:
         )
         self._create = self._client.register_script(_CREATE)
         self._save = self._client.register_script(_SAVE)
+        self._reserve = self._client.register_script(_RESERVE)
+        self._release = self._client.register_script(_RELEASE)
         self._ok = True
         self._since = time.monotonic()
         self._routes: dict[str, set[asyncio.Queue[str]]] = {}
@@ -230,7 +264,7 @@ class RedisState:
         if key is not None:
             keys.append(self._key(owner, key))
         runner = "" if queue else self.replica_id
-        args: list[str | float] = [snapshot, created_at, job_id, runner, ACTIVE_TTL, f"{P}job:"]
+        args: list[str | float] = [snapshot, created_at, job_id, runner, ACTIVE_TTL, f"{P}job:", f"{P}jobs:{ALL_OWNERS}"]
         existing = await self._call(self._create(keys=keys, args=args))
         return str(existing) if existing else None
 
@@ -332,6 +366,22 @@ class RedisState:
             return {}
         marks = cast("list[str | None]", await self._call(self._client.mget([f"{P}task:{i}" for i in ids])))
         return {i: m for i, m in zip(ids, marks, strict=True) if m is not None}
+
+    # --- quota counters (the Ledger of quotas.py) --------------------------------------------
+
+    async def reserve(self, charges: Sequence[Charge]) -> tuple[int, float] | None:
+        if not charges:
+            return None
+        args: list[Any] = []
+        for c in charges:
+            args += [repr(float(c.amount)), repr(float(c.limit)), c.ttl]
+        found = await self._call(self._reserve(keys=[f"{P}quota:{c.key}" for c in charges], args=args))
+        return None if not found else (int(found[0]), float(found[1]))
+
+    async def release(self, amounts: Sequence[tuple[str, float]]) -> None:
+        if amounts:
+            await self._call(self._release(keys=[f"{P}quota:{k}" for k, _ in amounts],
+                                           args=[repr(float(a)) for _, a in amounts]))
 
     # --- the queue --------------------------------------------------------------------------
 

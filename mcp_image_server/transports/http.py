@@ -17,9 +17,11 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import ListenHandler
@@ -27,9 +29,9 @@ from mcp_types import INVALID_REQUEST
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from ..config import Settings
-from ..errors import ConfigError, StorageUnavailableError
+from ..errors import ConfigError, ForbiddenError, ImageNotFoundError, StorageUnavailableError
 from ..service import ImageService
-from ..store import FILE_NAME_RE
+from ..store import FILE_NAME_RE, ImageStore
 from . import legacy, modern
 from .affinity import SessionDirectory, route_foreign
 from .forward import Forwarder
@@ -114,7 +116,7 @@ def create_http_app(
     app = web.Application(
         middlewares=[
             error_middleware,
-            make_access_middleware(policy, lambda: current().max_body_bytes),
+            make_access_middleware(policy, lambda: current().max_body_bytes, service.quotas.admit_request),
         ],
         client_max_size=settings.max_body_bytes,
     )
@@ -224,25 +226,67 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response(info, headers={"Cache-Control": "no-store"})
 
 
+class _PinnedFileResponse(web.FileResponse):
+    """A file response that keeps the store's sweep off its image until sent (``prepare`` sends it all)."""
+
+    def __init__(self, path: Path, store: ImageStore, name: str, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._store, self._name = store, name
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            with self._store.reading(self._name):
+                return await super().prepare(request)
+        except ImageNotFoundError:  # being deleted: as FileResponse answers a file that vanished
+            self.set_status(404)
+            return await web.StreamResponse.prepare(self, request)
+
+
+def _forbidden(error: ForbiddenError) -> web.Response:
+    """403 in the shape of the other JSON errors off the MCP endpoint, plus the reason in words."""
+    body = {"error": error.code, "status": 403, "message": error.message}
+    return web.json_response(body, status=403, headers={"Cache-Control": "no-store"})
+
+
 async def _image(request: web.Request) -> web.StreamResponse:
     """A generated image, public so ``<img>`` tags work; only our own files, else a bare 404.
+    With ``MCP_IMAGE_URL_MODE=signed`` only with a good ``exp``/``sig``, else 403.
 
     A folder store sends the file (sendfile); an S3 store streams the object with its ETag.
     """
     name = request.match_info["file"]
-    if "%" in request.raw_path or "\\" in name or not FILE_NAME_RE.match(name):
+    # Our names need no escapes; an escape in the path (not the query, where a signature lives) is an attack.
+    if "%" in request.raw_path.partition("?")[0] or "\\" in name or not FILE_NAME_RE.match(name):
         raise web.HTTPNotFound()
     service = request.app[SERVICE_KEY]
-    store = service.store
-    blobs = store.blobs
     headers = {
         "Content-Type": _IMAGE_TYPES[name.rsplit(".", 1)[1]],
         "Cache-Control": _IMAGE_CACHE,
         "X-Content-Type-Options": "nosniff",
     }
+    if service.settings.image_url_mode == "signed":
+        exp, sig = request.query.getall("exp", []), request.query.getall("sig", [])
+        try:  # a repeated parameter counts as missing: readers of the first and the last copy would differ
+            left = service.signer.verify(name, exp[0] if len(exp) == 1 else None, sig[0] if len(sig) == 1 else None)
+        except ForbiddenError as exc:
+            return _forbidden(exc)
+        # No cache (shared or not) may serve it after the URL expires.
+        headers["Cache-Control"] = f"private, max-age={max(0, int(left))}"
+    try:
+        with service.store.reading(name):  # an S3 stream is sent inside; a file is pinned by its response
+            return await _send_image(request, service, name, headers)
+    except ImageNotFoundError:
+        raise web.HTTPNotFound() from None
+
+
+async def _send_image(
+    request: web.Request, service: ImageService, name: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    store = service.store
+    blobs = store.blobs
     path = store.resolve_file(name)
     if path is not None:
-        return web.FileResponse(path, headers=headers)
+        return _PinnedFileResponse(path, store, name, headers)
     if blobs.kind == "file":
         raise web.HTTPNotFound()
     try:

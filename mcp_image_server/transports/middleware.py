@@ -22,9 +22,12 @@ from aiohttp.typedefs import Middleware
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from ..config import Settings
+from ..errors import StateUnavailableError
+from ..tenants import ANONYMOUS, Caller, Directory
 from .wire import CORS_ORIGIN_KEY, JSON_CONTENT_TYPE, MCP_PATHS, add_cors_headers, jsonrpc_error
 
 __all__ = [
+    "CALLER_KEY",
     "CORS_ALLOW_HEADERS",
     "OWNER_KEY",
     "AccessPolicy",
@@ -40,6 +43,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OWNER_KEY: Final = web.RequestKey("mcp_owner", bytes)
 """Digest of the credential that authenticated the request (``b""`` without auth); sessions bind to it."""
+CALLER_KEY: Final = web.RequestKey("mcp_caller", Caller)
+"""Who the request runs as (tenants.py): its name, role and limits."""
 
 REALM: Final = "mcp-image-server"
 WWW_AUTHENTICATE: Final = f'Bearer realm="{REALM}", error="invalid_token"'
@@ -91,7 +96,7 @@ def _digest(token: str) -> bytes:
 class AccessPolicy:
     """Who may call: token digests, allowed origins, and (on a loopback bind) allowed Host names."""
 
-    token_digests: tuple[bytes, ...]
+    directory: Directory
     auth_required: bool
     origins: frozenset[tuple[str, str, int | None]]
     """Allowed origins; a ``None`` port allows any port (the loopback defaults, ``http://host:*``)."""
@@ -100,7 +105,8 @@ class AccessPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings, bind_host: str) -> AccessPolicy:
-        digests = tuple(_digest(t.get()) for t in settings.auth_tokens)
+        directory = Directory.build(tuple(t.get() for t in settings.auth_tokens), settings.tokens_file)
+        digests = tuple(directory.by_digest)
         # No token on a public bind only runs with MCP_ALLOW_UNAUTHENTICATED; if a reload
         # removed every token there, fail closed rather than open.
         required = bool(digests) or not (is_loopback_host(bind_host) or settings.allow_unauthenticated)
@@ -120,7 +126,7 @@ class AccessPolicy:
         hosts = None
         if is_loopback_host(bind_host):
             hosts = frozenset(_LOOPBACK_NAMES | {host for _, host, _ in origins})
-        return cls(digests, required, frozenset(origins), hosts)
+        return cls(directory, required, frozenset(origins), hosts)
 
     def origin_allowed(self, origin: str) -> bool:
         key = _origin_key(origin)
@@ -135,15 +141,15 @@ class AccessPolicy:
         name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
         return name in self.hosts
 
-    def authenticate(self, presented: str | None) -> bytes | None:
-        """The digest of the matching token, else ``None``; every token is compared (constant time)."""
+    def authenticate(self, presented: str | None) -> tuple[bytes, Caller] | None:
+        """The digest of the matching token and its caller, else ``None`` (constant time per token)."""
         if presented is None:
             return None
         digest = _digest(presented)
-        found: bytes | None = None
-        for candidate in self.token_digests:
+        found: tuple[bytes, Caller] | None = None
+        for candidate, caller in self.directory.by_digest.items():
             if hmac.compare_digest(digest, candidate):
-                found = candidate
+                found = (candidate, caller)
         return found
 
 
@@ -207,9 +213,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-def make_access_middleware(policy: Callable[[], AccessPolicy], body_limit: Callable[[], int]) -> Middleware:
+Admit = Callable[[Caller], Awaitable[float | None]]
+"""Counts one request against the caller's ``requests_per_minute``: seconds to wait when refused."""
+
+
+def make_access_middleware(
+    policy: Callable[[], AccessPolicy], body_limit: Callable[[], int], admit: Admit | None = None
+) -> Middleware:
     """Admission, in order: Host (421, loopback binds) and Origin (403) checks, CORS preflight
-    answers, credentials on the MCP endpoint (401), and the declared body size (413).
+    answers, credentials on the MCP endpoint (401), the caller's request rate (429), and the
+    declared body size (413).
 
     One layer rather than one per check: aiohttp wraps every middleware around every request.
     """
@@ -226,8 +239,11 @@ def make_access_middleware(policy: Callable[[], AccessPolicy], body_limit: Calla
             request[CORS_ORIGIN_KEY] = origin
         if request.method == "OPTIONS":
             return _preflight(request, origin)
-        if _is_mcp(request) and (refused := _authenticate(request, current)) is not None:
-            return refused
+        if _is_mcp(request):
+            if (refused := _authenticate(request, current)) is not None:
+                return refused
+            if admit is not None and (refused := await _rate(request, admit)) is not None:
+                return refused
         declared = request.content_length
         if declared is not None and declared > body_limit():
             return _error_body(request, 413, "Request body too large")
@@ -296,9 +312,10 @@ def _authenticate(request: web.Request, current: AccessPolicy) -> web.Response |
         return _error_body(request, 400, "Bad Request: credentials must be UTF-8 text")
     if not current.auth_required:
         request[OWNER_KEY] = b""
+        request[CALLER_KEY] = ANONYMOUS
         return None
-    owner = current.authenticate(_credential(request))
-    if owner is None:
+    found = current.authenticate(_credential(request))
+    if found is None:
         logger.info("401 for %s %s from %s", request.method, request.path, request.remote)
         body = {
             "error": "invalid_token",
@@ -310,5 +327,27 @@ def _authenticate(request: web.Request, current: AccessPolicy) -> web.Response |
             content_type=JSON_CONTENT_TYPE,
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
-    request[OWNER_KEY] = owner
+    request[OWNER_KEY], request[CALLER_KEY] = found
     return None
+
+
+async def _rate(request: web.Request, admit: Admit) -> web.Response | None:
+    """429 with Retry-After past the caller's ``requests_per_minute``; 503 when the counter is unreachable."""
+    caller = request[CALLER_KEY]
+    if caller.limits.requests_per_minute is None:
+        return None
+    try:
+        wait = await admit(caller)
+    except StateUnavailableError as exc:
+        retry = str(exc.details.get("retry_after", 5))
+        return _error_body(request, 503, "Service Unavailable: the shared state does not answer",
+                           [("Retry-After", retry)])
+    if wait is None:
+        return None
+    logger.info("429 for %s: over %d requests a minute", caller.name, caller.limits.requests_per_minute)
+    return _error_body(
+        request, 429,
+        f"Too Many Requests: token {caller.name!r} is limited to {caller.limits.requests_per_minute} requests a "
+        f"minute (requests_per_minute); retry after {int(wait)} s",
+        [("Retry-After", str(int(wait)))],
+    )

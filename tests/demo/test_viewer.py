@@ -134,6 +134,7 @@ async def test_real_server_over_stdio_carries_the_viewer_and_keeps_plain_results
             "job_id",
             "message",
             "images",
+            "cost_estimate_usd",
             "warnings",
             "error",
         }

@@ -1,0 +1,218 @@
+"""Who calls: named tokens from ``MCP_TOKENS_FILE`` with roles and limits, beside ``MCP_AUTH_TOKEN``.
+
+A caller is identified by the SHA-256 of the token it presents; the file stores only that
+digest (a plain ``token`` is accepted with a warning). Every job and image belongs to a
+caller's ``owner``: ``tenant:<name>`` for a named token, so rotating a token under the same
+name keeps its images; ``token:<fingerprint>`` for an ``MCP_AUTH_TOKEN`` token, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+__all__ = [
+    "ANONYMOUS",
+    "STDIO",
+    "Caller",
+    "Directory",
+    "Limits",
+    "TokenEntry",
+    "TokenTable",
+    "digest_of",
+    "load_tokens_file",
+    "static_caller",
+]
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["admin", "user"]
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
+_HEX64_RE: Final = re.compile(r"^[0-9a-fA-F]{64}\Z")
+_LIMIT_KEYS: Final = ("requests_per_minute", "images_per_day", "max_concurrent_jobs", "monthly_budget_usd")
+_KEYS: Final = frozenset({"name", "token_sha256", "token", "role", "providers", *_LIMIT_KEYS})
+
+
+def digest_of(token: str) -> bytes:
+    """SHA-256 of the bytes sent (undecodable header bytes arrive as surrogates; encode them back)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A token's limits; ``None`` is unlimited."""
+
+    requests_per_minute: int | None = None
+    images_per_day: int | None = None
+    max_concurrent_jobs: int | None = None
+    monthly_budget_usd: float | None = None
+    providers: frozenset[str] | None = None
+    """Provider names the token may use (``None``: any)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The identity a request runs as: logged by ``name``, owning what it makes as ``owner``."""
+
+    name: str
+    role: Role
+    owner: str
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+STDIO: Final = Caller("stdio", "admin", "stdio:" + secrets.token_hex(8))
+"""The one client of a stdio server (its own owner per process, as two IDEs' servers are two clients)."""
+ANONYMOUS: Final = Caller("anonymous", "admin", "anonymous")
+"""Every caller of an HTTP server without tokens (loopback, or MCP_ALLOW_UNAUTHENTICATED)."""
+
+
+def static_caller(digest: bytes) -> Caller:
+    """An ``MCP_AUTH_TOKEN`` token: an admin, owning as before (a fingerprint of the token)."""
+    fp = digest.hex()[:32]
+    return Caller(f"token-{fp[:8]}", "admin", f"token:{fp}")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    digest: bytes = field(repr=False)
+    caller: Caller
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTable:
+    """A parsed ``MCP_TOKENS_FILE``; equal tables mean nothing changed on reload."""
+
+    path: Path
+    entries: tuple[TokenEntry, ...]
+
+
+def _table_lines(text: str) -> list[int]:
+    """Line number of each ``[[tokens]]`` header, so an error can name the table's line."""
+    return [n for n, line in enumerate(text.splitlines(), 1) if re.match(r"^\s*\[\[\s*tokens\s*\]\]", line)]
+
+
+def _positive(value: Any, key: str, *, real: bool = False) -> int | float:
+    ok = isinstance(value, int | float) if real else isinstance(value, int)
+    if isinstance(value, bool) or not ok or value <= 0:
+        raise ValueError(f"key {key!r} must be a positive {'number' if real else 'integer'}, got {value!r}")
+    return float(value) if real else int(value)
+
+
+def _entry(raw: Any) -> tuple[TokenEntry, bool]:
+    """One ``[[tokens]]`` table; the flag says it held a plain ``token``."""
+    if not isinstance(raw, dict):
+        raise ValueError("each [[tokens]] entry must be a table")  # noqa: TRY004 - casts raise ValueError
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"key 'name' must be 1-64 letters, digits, '_', '.', '@' or '-', got {name!r}")
+    if ("token" in raw) == ("token_sha256" in raw):
+        raise ValueError("give exactly one of the keys 'token_sha256' (hex SHA-256 of the token) or 'token'")
+    plain = "token" in raw
+    if plain:
+        token = raw["token"]
+        if not isinstance(token, str) or len(token.strip()) < 16:
+            raise ValueError("key 'token' must be a string of at least 16 characters")
+        digest = digest_of(token.strip())
+    else:
+        hexed = raw["token_sha256"]
+        if not isinstance(hexed, str) or not _HEX64_RE.match(hexed):
+            raise ValueError("key 'token_sha256' must be 64 hex characters (printf %s TOKEN | sha256sum)")
+        digest = bytes.fromhex(hexed)
+    role = raw.get("role", "user")
+    if role not in ("admin", "user"):
+        raise ValueError(f"key 'role' must be 'admin' or 'user', got {role!r}")
+    limits: dict[str, Any] = {}
+    for key in _LIMIT_KEYS:
+        if key in raw:
+            limits[key] = _positive(raw[key], key, real=key == "monthly_budget_usd")
+    if "providers" in raw:
+        providers = raw["providers"]
+        if not isinstance(providers, list) or not all(isinstance(p, str) and p.strip() for p in providers):
+            raise ValueError("key 'providers' must be a list of provider names")
+        limits["providers"] = frozenset(p.strip().lower() for p in providers)
+    return TokenEntry(digest, Caller(name, role, f"tenant:{name}", Limits(**limits))), plain
+
+
+def load_tokens_file(value: str) -> TokenTable | None:
+    """The ``MCP_TOKENS_FILE`` cast: parse and check the whole file (``ValueError`` names line and key)."""
+    value = value.strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    tables = data.get("tokens")
+    if set(data) - {"tokens"}:
+        raise ValueError(f"{path}: unknown top-level key {min(set(data) - {'tokens'})!r} (expected [[tokens]])")
+    if not isinstance(tables, list):
+        raise ValueError(f"{path}: expected [[tokens]] tables")  # noqa: TRY004
+    lines = _table_lines(text)
+    entries: list[TokenEntry] = []
+    names: set[str] = set()
+    digests: set[bytes] = set()
+    for index, raw in enumerate(tables):
+        where = f"{path} line {lines[index]}" if index < len(lines) else f"{path} [[tokens]] #{index + 1}"
+        try:
+            entry, plain = _entry(raw)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if entry.caller.name in names:
+            raise ValueError(f"{where}: key 'name': {entry.caller.name!r} is used twice")
+        if entry.digest in digests:
+            raise ValueError(f"{where}: key 'token_sha256': the same token is listed twice")
+        if plain:
+            logger.warning("%s: token %r is stored in plain text; store token_sha256 instead "
+                           "(printf %%s TOKEN | sha256sum)", where, entry.caller.name)
+        names.add(entry.caller.name)
+        digests.add(entry.digest)
+        entries.append(entry)
+    return TokenTable(path, tuple(entries))
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """Every token the server accepts, by digest, and every named caller by owner."""
+
+    by_digest: dict[bytes, Caller]
+    by_owner: dict[str, Caller]
+
+    @classmethod
+    def build(cls, static_tokens: tuple[str, ...], table: TokenTable | None) -> Directory:
+        """``MCP_AUTH_TOKEN`` tokens as admins, then the file's (which win for a token in both)."""
+        by_digest = {d: static_caller(d) for d in map(digest_of, static_tokens)}
+        for entry in table.entries if table else ():
+            by_digest[entry.digest] = entry.caller
+        return cls(by_digest, {c.owner: c for c in by_digest.values()})
+
+    def caller(self, token: str | None) -> Caller | None:
+        """The caller a presented token names, ``None`` when it names none (constant time per digest)."""
+        if token is None:
+            return None
+        digest = digest_of(token)
+        found = None
+        for candidate, caller in self.by_digest.items():
+            if hmac.compare_digest(digest, candidate):
+                found = caller
+        return found
