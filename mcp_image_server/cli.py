@@ -88,10 +88,13 @@ def configure_event_loop() -> None:
 
 
 async def _serve(settings: Settings, overrides: dict[str, str], command: str) -> None:
+    from .observe import configure_tracing
     from .server import build_mcp_server
     from .service import ImageService
 
     configure_event_loop()
+    if (tracing := configure_tracing(settings.otel_endpoint, __version__)) is not None:
+        logger.info("%s", tracing)
     service = ImageService(settings, overrides=overrides)
     await service.start()
     mcp = build_mcp_server(service)

@@ -284,8 +284,22 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("MCP_GET_IMAGE_DATA_MAX_BYTES", "get_image_data_max_bytes", _int_range(1024, 1 << 30), "10485760",
           "Largest image returned as base64."),
     Field("MCP_DEFAULT_PROVIDER", "default_provider", _provider_name, "", "Provider used when none is named."),
+    Field("MCP_ALLOW_URL_INPUTS", "allow_url_inputs", _bool, "false",
+          "Let edit_image fetch https:// image URLs (public addresses only; redirects re-checked)."),
+    Field("MCP_MAX_INPUT_IMAGE_BYTES", "max_input_image_bytes", _byte_size, "20MiB",
+          "Largest image edit_image accepts (each input and the mask): bytes, or 20MiB, 10MB."),
+    Field("MCP_INPUT_FETCH_TIMEOUT", "input_fetch_timeout", _float_range(1, 300), "20",
+          "Seconds allowed to fetch one URL input, redirects included."),
     Field("MCP_LOG_LEVEL", "log_level", _choice(*LOG_LEVELS, upper=True), "INFO", "Log level (logs go to stderr).",
           True),
+    Field("MCP_AUDIT_LOG", "audit_log", _opt_str, "",
+          "Audit log: a file path or - for stderr; one JSON object a line per tool call and job transition "
+          "(unset: none).", True),
+    Field("MCP_METRICS_PUBLIC", "metrics_public", _bool, "false",
+          "Serve GET /metrics without a token (otherwise an admin token is required)."),
+    Field("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint", _url, "",
+          "OTLP/HTTP collector for OpenTelemetry traces (needs the otel extra: opentelemetry-sdk and "
+          "opentelemetry-exporter-otlp-proto-http).", True),
     # http transport
     Field("MCP_SESSION_IDLE_TIMEOUT", "session_idle_timeout", _float_range(1, 7 * 86400), "1800",
           "Seconds before an idle HTTP session is closed."),
@@ -318,6 +332,13 @@ FIELDS: Final[tuple[Field, ...]] = (
           aliases=("MODELSCOPE_SDK_TOKEN",)),
     Field("MODELSCOPE_BASE_URL", "modelscope_base_url", _url, "", "ModelScope API-Inference base URL."),
     Field("MODELSCOPE_MODEL", "modelscope_model", _str, "Qwen/Qwen-Image", "ModelScope model id."),
+    Field("MODELSCOPE_EDIT_MODEL", "modelscope_edit_model", _str, "Qwen/Qwen-Image-Edit-2511",
+          "ModelScope model id for edit_image (MODELSCOPE_MODEL is a text-to-image model)."),
+    # google gemini
+    Field("GEMINI_API_KEY", "gemini_api_key", _secret, "", "Google Gemini API key (Google AI Studio).", secret=True),
+    Field("GEMINI_BASE_URL", "gemini_base_url", _url, "",
+          "Gemini API base URL, without the /v1beta path (unset: generativelanguage.googleapis.com)."),
+    Field("GEMINI_MODEL", "gemini_model", _str, "gemini-2.5-flash-image", "Gemini image model."),
     # image store
     Field("MCP_IMAGE_STORE_URL", "image_store_url", _store_url, "",
           "Where images are stored: file:///dir or s3://bucket/prefix (unset: MCP_IMAGE_SAVE_DIR).", True),
@@ -400,6 +421,10 @@ FIELDS: Final[tuple[Field, ...]] = (
           "Seconds between ModelScope task polls."),
     Field("MCP_MODELSCOPE_TIMEOUT", "modelscope_timeout", _float_range(1, 3600), "300",
           "Overall seconds allowed for one ModelScope generation."),
+    Field("MCP_GEMINI_MAX_CONCURRENCY", "gemini_max_concurrency", _int_range(1, 256), "4",
+          "Concurrent Gemini generations (each makes one request per image)."),
+    Field("MCP_GEMINI_TIMEOUT", "gemini_timeout", _float_range(1, 3600), "180",
+          "Overall seconds allowed for one Gemini generation."),
 )
 
 
@@ -419,6 +444,12 @@ class Settings:
     get_image_data_max_bytes: int = 10 * 1024 * 1024
     default_provider: str | None = None
     log_level: str = "INFO"
+    allow_url_inputs: bool = False
+    max_input_image_bytes: int = 20 * 1024 * 1024
+    input_fetch_timeout: float = 20.0
+    audit_log: str | None = None
+    metrics_public: bool = False
+    otel_endpoint: str | None = None
     session_idle_timeout: float = 1800.0
     max_sessions: int = 1000
     allow_unauthenticated: bool = False
@@ -439,6 +470,10 @@ class Settings:
     modelscope_api_key: Secret | None = None
     modelscope_base_url: str | None = None
     modelscope_model: str = "Qwen/Qwen-Image"
+    modelscope_edit_model: str = "Qwen/Qwen-Image-Edit-2511"
+    gemini_api_key: Secret | None = None
+    gemini_base_url: str | None = None
+    gemini_model: str = "gemini-2.5-flash-image"
     image_store_url: str | None = None
     aws_endpoint_url: str | None = None
     aws_access_key_id: Secret | None = None
@@ -475,6 +510,8 @@ class Settings:
     modelscope_max_concurrency: int = 2
     modelscope_poll_interval: float = 5.0
     modelscope_timeout: float = 300.0
+    gemini_max_concurrency: int = 4
+    gemini_timeout: float = 180.0
     env_file: Path | None = None
     """The ``.env`` this snapshot was read from (``None``: none found)."""
 

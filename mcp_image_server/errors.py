@@ -46,40 +46,48 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
-    "QueueFullError",
-    "BudgetExceededError",
-    "ForbiddenError",
-    "ProviderNotAllowedError",
-    "QuotaExceededError",
-    "JobNotFoundError",
-    "IdempotencyConflictError",
-    "GenerationCancelledError",
     "AuthFailedError",
     "BadImageDataError",
+    "BudgetExceededError",
     "ConfigError",
     "ContentRejectedError",
+    "EditNotSupportedError",
+    "ForbiddenError",
+    "GenerationCancelledError",
+    "IdempotencyConflictError",
     "ImageExpiredError",
     "ImageNotFoundError",
     "ImageServerError",
     "ImageTooLargeError",
+    "InputFetchFailedError",
     "InvalidArgumentError",
+    "InvalidImageError",
+    "JobNotFoundError",
+    "MaskMismatchError",
     "ModelNotFoundError",
+    "OutputExistsError",
+    "PathNotAllowedError",
     "ProviderError",
     "ProviderInvalidArgumentError",
     "ProviderMismatchError",
+    "ProviderNotAllowedError",
     "ProviderNotConfiguredError",
     "ProviderTimeoutError",
     "ProviderUnavailableError",
+    "QueueFullError",
+    "QuotaExceededError",
     "RateLimitedError",
-    "StorageError",
-    "StorageUnavailableError",
-    "StorageFullError",
     "StateUnavailableError",
-    "WorkerLostError",
+    "StorageError",
+    "StorageFullError",
+    "StorageUnavailableError",
+    "TooManyImagesError",
     "UnknownProviderError",
     "UnknownResolutionError",
     "UnknownStyleError",
     "UnsupportedOptionError",
+    "UrlNotAllowedError",
+    "WorkerLostError",
     "all_error_codes",
     "error_from_dict",
 ]
@@ -132,6 +140,49 @@ class IdempotencyConflictError(InvalidArgumentError):
     code = "idempotency_conflict"
 
 
+class InvalidImageError(InvalidArgumentError):
+    """An input is not a PNG, JPEG or WebP image, is truncated, or has too many pixels."""
+
+    code = "invalid_image"
+
+
+class TooManyImagesError(InvalidArgumentError):
+    code = "too_many_images"
+
+
+class MaskMismatchError(InvalidArgumentError):
+    """The mask is not a PNG with alpha the size of the first image, or the provider takes none."""
+
+    code = "mask_mismatch"
+
+
+class EditNotSupportedError(InvalidArgumentError):
+    code = "edit_not_supported"
+
+
+class PathNotAllowedError(InvalidArgumentError):
+    """A file path outside the allowed folders (the client's roots, or the save folder), or over HTTP."""
+
+    code = "path_not_allowed"
+
+
+class UrlNotAllowedError(InvalidArgumentError):
+    """A URL input refused before any connection: URL inputs off, not https, or a private address."""
+
+    code = "url_not_allowed"
+
+
+class OutputExistsError(InvalidArgumentError):
+    code = "file_exists"
+
+
+class InputFetchFailedError(ImageServerError):
+    """A URL input could not be fetched (refused, timed out, too large, not an image)."""
+
+    code = "input_fetch_failed"
+    transient = True
+
+
 class ProviderNotConfiguredError(ImageServerError):
     code = "provider_not_configured"
 
@@ -156,6 +207,7 @@ class StorageUnavailableError(StorageError):
     """The image store (an S3 endpoint) did not answer; nothing was recorded."""
 
     code = "storage_unavailable"
+    transient = True
 
 
 class StorageFullError(StorageError):

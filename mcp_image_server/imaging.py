@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from typing import Final
 
-__all__ = ["THUMBNAIL_EDGE", "THUMBNAIL_MAX_BYTES", "sniff", "thumbnail"]
+from .models import InputImage
+
+__all__ = ["THUMBNAIL_EDGE", "THUMBNAIL_MAX_BYTES", "fit_input", "sniff", "thumbnail"]
 
 THUMBNAIL_EDGE: Final = 512
 THUMBNAIL_MAX_BYTES: Final = 256 * 1024
@@ -42,3 +44,52 @@ def thumbnail(data: bytes) -> tuple[bytes, str]:
             if buf.tell() <= THUMBNAIL_MAX_BYTES:
                 break
         return buf.getvalue(), "image/jpeg"
+
+
+_PIL_FORMATS: Final = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+
+
+def fit_input(
+    image: InputImage,
+    accepted: tuple[str, ...] = ("image/png", "image/jpeg", "image/webp"),
+    *,
+    max_side: int | None = None,
+    max_bytes: int | None = None,
+    min_side: int | None = None,
+) -> InputImage:
+    """``image`` as a vendor takes it: one of the ``accepted`` MIME types (the first when its own
+    is not; PNG keeps alpha), the long side at most ``max_side``, the short side at least
+    ``min_side`` (scaled up), and at most ``max_bytes`` (JPEG/WebP quality stepped down, then
+    the size halved). Returns ``image`` itself when it already fits. Blocking: run off the loop.
+    """
+    fits = (
+        image.mime_type in accepted
+        and (max_side is None or max(image.width, image.height) <= max_side)
+        and (min_side is None or min(image.width, image.height) >= min_side)
+        and (max_bytes is None or len(image.data) <= max_bytes)
+    )
+    if fits:
+        return image
+    from PIL import Image
+
+    mime = image.mime_type if image.mime_type in accepted else accepted[0]
+    with Image.open(io.BytesIO(image.data)) as opened:
+        img = opened.convert("RGBA") if mime == "image/png" else opened.convert("RGB")
+    scale = 1.0
+    if max_side is not None and max(img.size) > max_side:
+        scale = max_side / max(img.size)
+    if min_side is not None and min(img.size) * scale < min_side:
+        scale = min_side / min(img.size)
+    for _ in range(8):
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        resized = img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+        for quality in (92, 80, 65) if mime != "image/png" else (None,):
+            buf = io.BytesIO()
+            if quality is None:
+                resized.save(buf, "PNG", optimize=True)
+            else:
+                resized.save(buf, _PIL_FORMATS[mime], quality=quality)
+            if max_bytes is None or buf.tell() <= max_bytes:
+                return InputImage(buf.getvalue(), mime, resized.width, resized.height)
+        scale *= 0.7
+    return InputImage(buf.getvalue(), mime, resized.width, resized.height)

@@ -40,6 +40,7 @@ from .errors import (
     error_from_dict,
 )
 from .models import GenerateOutcome, GenerateParams, ImageRecord, ProgressFn
+from .observe import span
 from .state import ALL_OWNERS, LEASE_TTL, SharedState
 
 __all__ = ["ACTIVE", "Job", "JobManager", "JobState", "Update"]
@@ -55,6 +56,8 @@ _MAX_FINISHED: Final = 10_000
 _RESYNC_S: Final = 2.0
 """A follower re-reads a remote job's snapshot this often, in case a published one was missed."""
 _SAVE_TIMEOUT_S: Final = 15.0
+_SETTLE_WAIT_S: Final = 5.0
+"""How long a waiter gives an ended job's quota settlement (one state round trip) before answering."""
 _LOST_AFTER_S: Final = 6.0
 """A replica whose lease is gone stays gone this long (two renewals) before its jobs are reaped."""
 _GONE_AFTER: Final = 3
@@ -180,7 +183,7 @@ class Job:
             tuple(ImageRecord.from_json(r) for r in o["records"]), o["provider"], o["model"], tuple(o["warnings"])
         )
         return cls(
-            job_id=d["job_id"], owner=d["owner"], params=GenerateParams(**d["params"]),
+            job_id=d["job_id"], owner=d["owner"], params=_params(d["params"]),
             created_at=d["created_at"], state=d["state"], message=d["message"], provider=d["provider"],
             provider_job_id=d["provider_job_id"], vendor_jobs=tuple(d.get("vendor_jobs", ())),
             queue_position=d["queue_position"],
@@ -208,6 +211,10 @@ _COPIED: Final = (
 )
 
 
+def _params(d: dict[str, Any]) -> GenerateParams:
+    return GenerateParams(**{**d, "images": tuple(d.get("images", ()))})
+
+
 def fingerprint(params: GenerateParams) -> str:
     """A stable digest of the arguments, to tell a true repeat from a reused key."""
     body = json.dumps(asdict(params), sort_keys=True, default=str)
@@ -228,10 +235,13 @@ class JobManager:
         role: str = "all",
         clock: Callable[[], float] = time.time,
         on_end: Callable[[Job], Coroutine[Any, Any, None]] | None = None,
+        on_change: Callable[[Job], None] | None = None,
     ) -> None:
         self._run = run
         self._on_end = on_end
-        self._ending: set[asyncio.Task[None]] = set()
+        self._on_change = on_change
+        self._ending: dict[str, asyncio.Task[None]] = {}
+        """Job id -> its on_end call (the quota settlement) while it runs."""
         self._role = role
         self._ttl = ttl
         self._max_queued = max_queued
@@ -309,11 +319,11 @@ class JobManager:
                 other = Job.from_snapshot(held)
                 return _repeat(self._jobs.get(other.job_id, other), digest, idempotency_key or "")
             job.saved = job.version
-            if queue:
-                return job
         elif idempotency_key is not None:
             self._keys[(owner, idempotency_key)] = job.job_id
-        self._launch(job)
+        self._changed(job)
+        if not job.remote:  # else it waits in the shared queue for a worker
+            self._launch(job)
         return job
 
     def _launch(self, job: Job) -> None:
@@ -373,8 +383,16 @@ class JobManager:
             except StateUnavailableError:
                 self._unmarked[job.job_id] = inline
 
+    def _changed(self, job: Job) -> None:
+        """Report a new state this replica decided (once per transition, on one replica)."""
+        if self._on_change is not None:
+            self._on_change(job)
+
     def _set(self, job: Job, state: JobState, message: str, now: float) -> None:
+        changed = state != job.state
         job._set(state, message, now)
+        if changed:
+            self._changed(job)
         if self._shared is not None and not job.remote:
             task = asyncio.get_running_loop().create_task(self._save(job))
             self._saves.add(task)
@@ -444,15 +462,16 @@ class JobManager:
             self._set(job, state, message, self._clock())
 
         try:
-            async with self._slots:
-                self._waiting.remove(job)
-                self._renumber()
-                job.started_at = self._clock()
-                job.queue_position = None
-                self._set(job, "running", "started", job.started_at)
-                resume = job.vendor_jobs  # set only on a job taken over from a lost replica
-                params = replace(job.params, provider=job.provider) if resume else job.params
-                outcome = await self._run(params, progress, resume, job.owner)
+            with span("image.job", job_id=job.job_id, provider=job.params.provider, n=job.params.n):
+                async with self._slots:
+                    self._waiting.remove(job)
+                    self._renumber()
+                    job.started_at = self._clock()
+                    job.queue_position = None
+                    self._set(job, "running", "started", job.started_at)
+                    resume = job.vendor_jobs  # set only on a job taken over from a lost replica
+                    params = replace(job.params, provider=job.provider) if resume else job.params
+                    outcome = await self._run(params, progress, resume, job.owner)
         except asyncio.CancelledError:
             self._settle(job)
             raise
@@ -486,8 +505,15 @@ class JobManager:
         if self._on_end is None:
             return
         task = asyncio.get_running_loop().create_task(self._on_end(job))
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
+        self._ending[job.job_id] = task
+        task.add_done_callback(lambda _task: self._ending.pop(job.job_id, None))
+
+    async def _settled(self, job: Job, timeout: float = _SETTLE_WAIT_S) -> None:
+        """Let the end of ``job`` here (its quota settlement) land before it is reported: the
+        caller's next call then sees its counters with this job's refund in them."""
+        ending = self._ending.get(job.job_id)
+        if ending is not None:
+            await asyncio.wait({ending}, timeout=timeout)
 
     async def _still_ours(self, job: Job) -> bool:
         """Before a job ends here, land its pending saves: one refused means this replica was
@@ -521,6 +547,7 @@ class JobManager:
             task.cancel()
             if settle > 0:
                 await asyncio.wait({task}, timeout=settle)
+                await self._settled(job)
         elif self._shared is not None:
             if not await self._cancel_queued(job):
                 await self._shared.cancel(job.job_id)
@@ -555,6 +582,7 @@ class JobManager:
         if not await self._shared.replace(job.job_id, text, current.snapshot(), self._ttl):
             return False
         job._apply(current.snapshot())
+        self._changed(current)
         self._ended(current)
         return True
 
@@ -618,6 +646,7 @@ class JobManager:
             assert text is not None
             if await self._shared.replace(job_id, text, job.snapshot(), self._ttl, then="queue"):
                 logger.warning("generation %s went back to the queue: replica %s is gone", job_id, replica)
+                self._changed(job)
             return
         if job.vendor_jobs and job.provider is not None and job.requeued < _MAX_HANDOVERS:
             # Submitted to a vendor that keeps the job (Hunyuan, ModelScope): another replica polls
@@ -629,6 +658,7 @@ class JobManager:
             if await self._shared.replace(job_id, text, job.snapshot(), self._ttl, then="queue"):
                 logger.warning("generation %s goes to another replica to poll its %s job: replica %s is gone",
                                job_id, job.provider, replica)
+                self._changed(job)
             return
         now = self._clock()
         job.finished_at = now
@@ -641,6 +671,7 @@ class JobManager:
         assert text is not None
         if await self._shared.replace(job_id, text, job.snapshot(), self._ttl):
             logger.warning("generation %s was lost with replica %s (worker_lost)", job_id, replica)
+            self._changed(job)
             self._ended(job)
 
     async def drain(self, grace: float) -> None:
@@ -691,7 +722,7 @@ class JobManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*self._ending, return_exceptions=True)
+        await asyncio.gather(*self._ending.values(), return_exceptions=True)
         if self._shared is not None:
             await asyncio.gather(*self._saves, return_exceptions=True)
             await self._shared.aclose()
@@ -739,6 +770,11 @@ class JobManager:
     @property
     def in_flight(self) -> int:
         return sum(1 for j in self._jobs.values() if not j.done)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs this replica took that wait for a free slot (MCP_MAX_JOBS)."""
+        return len(self._waiting)
 
     def _sweep(self) -> None:
         now = self._clock()
@@ -790,6 +826,7 @@ class JobManager:
                     await on_update(update)
             while on_update is not None and not updates.empty():
                 await on_update(updates.get_nowait())
+            await self._settled(job)
             return True
         finally:
             job.listeners.remove(updates)

@@ -15,6 +15,7 @@ __all__ = [
     "GenerationRequest",
     "ImageFormat",
     "ImageRecord",
+    "InputImage",
     "ProgressFn",
     "ProviderCatalog",
     "ProviderResult",
@@ -68,6 +69,16 @@ class ProviderCatalog:
     resolution_separator: str = "x"
     """How the vendor writes sizes (Hunyuan uses ``W:H``); for display only."""
     notes: str = ""
+    max_input_images: int = 0
+    """Most images ``edit_image`` may give this provider (0: it cannot edit)."""
+    supports_mask: bool = False
+    """Whether an edit may carry a mask (transparent pixels mark what to change)."""
+    edit_notes: str = ""
+    """How this provider edits (its endpoint or model), shown in the catalog."""
+    edit_resolutions: tuple[str, ...] = ()
+    """Sizes an edit may ask for when they differ from ``resolutions`` (Hunyuan's image input)."""
+    quality_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Neutral quality (low, medium, high) -> vendor options; empty with a ``quality`` option: passed as is."""
 
     def __post_init__(self) -> None:
         if not self.styles and self.default_style is not None:
@@ -79,6 +90,16 @@ class ProviderCatalog:
 
     def style(self, code: str) -> StyleInfo | None:
         return next((s for s in self.styles if s.code == code), None)
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    """An image to edit or use as a reference: checked and decoded once (``inputs``), PNG, JPEG or WebP."""
+
+    data: bytes = field(repr=False)
+    mime_type: str
+    width: int
+    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +120,10 @@ class GenerationRequest:
     resume: tuple[str, ...] = ()
     """Vendor job ids this request already submitted (a job taken over from a lost replica): the
     provider polls them and submits nothing. Only providers that report ``submitted job <id>`` get one."""
+    images: tuple[InputImage, ...] = ()
+    """An edit's inputs, the first being the one to change (empty: generate from the prompt)."""
+    mask: InputImage | None = None
+    """PNG with alpha, the size of ``images[0]``: its transparent pixels mark what to change."""
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():
@@ -107,10 +132,16 @@ class GenerationRequest:
             raise ValueError("width and height must both be set or both be None")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.mask is not None and not self.images:
+            raise ValueError("a mask needs an image to apply to")
 
     @property
     def resolution(self) -> str:
         return "auto" if self.width is None else f"{self.width}x{self.height}"
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.images)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +188,15 @@ class ImageRecord:
     """Who made it (tenants.py ``Caller.owner``); ``""`` in records written before owners: admins only."""
     cost_usd: float | None = None
     """The catalog's price of this image (prices.py), ``None`` when no row matched."""
+    output_path: str | None = None
+    """The copy written where the call asked (``output_dir``/``filename``, stdio), if any."""
 
     def to_json(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImageRecord:
-        optional = {"owner": "", "cost_usd": None}
+        optional = {"owner": "", "cost_usd": None, "output_path": None}
         return cls(**{f: data[f] if f not in optional else data.get(f, optional[f]) for f in cls.__slots__})
 
 
@@ -182,6 +215,16 @@ class GenerateParams:
     file_prefix: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     """Provider-only options (OpenAI's quality, background...); ``None`` values mean unset."""
+    aspect_ratio: str | None = None
+    """Provider-neutral shape (``16:9``...), mapped to the nearest size the provider offers."""
+    quality: str | None = None
+    """Provider-neutral ``low`` | ``medium`` | ``high``, mapped per provider."""
+    images: tuple[str, ...] = ()
+    """An edit's inputs, as names in the image store's input area (``inputs.py``); empty: generate."""
+    mask: str | None = None
+    output: str | None = None
+    """stdio: where a copy of each image goes, ``<folder>/<stem>`` checked by ``outputs.plan``."""
+    overwrite: bool = False
 
 
 @dataclass(frozen=True, slots=True)

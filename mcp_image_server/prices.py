@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from .tomlfile import read_tables, table_of
 
 __all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "load_prices_file", "price_of"]
 
@@ -65,6 +66,18 @@ DEFAULT_PRICES: Final[tuple[Price, ...]] = (
           "set your contract price in MCP_PRICES_FILE", "2025-06-01"),
     Price("modelscope", "*", "*", "*", 0.0,
           "ModelScope API-Inference: free within its daily call quota", "2025-08-20"),
+    Price("gemini", "gemini-2.5-flash-image", "*", "*", 0.039,
+          "Gemini API pricing (ai.google.dev/gemini-api/docs/pricing): 1290 output tokens per image up to "
+          "1024x1024 at USD 30 per 1M tokens", "2025-08-26"),
+    Price("gemini", "gemini-3.1-flash-image-preview", "*", "*", 0.067,
+          "Gemini API pricing: 1120 output tokens per 1K image (as quoted by third-party mirrors, not checked "
+          "against Google here)", "2026-02-26"),
+    Price("gemini", "gemini-3-pro-image-preview", "*", "*", 0.134,
+          "Gemini API pricing: USD 0.134 per 1K/2K image, 0.24 per 4K (as quoted by third-party mirrors, not "
+          "checked against Google here)", "2025-11-20"),
+    Price("gemini", "*", "*", "*", 0.134,
+          "no per-image figure recorded for this Gemini model: reserved as Gemini 3 Pro Image, the dearest "
+          "listed; set yours in MCP_PRICES_FILE", "2026-12-07"),
     Price("local", "*", "*", "*", 0.0, "offline renderer on this machine: no vendor charge", "2026-12-07"),
 )
 
@@ -97,11 +110,7 @@ _KEYS: Final = frozenset({"provider", "model", "size", "quality", "usd", "source
 
 
 def _row(raw: Any) -> Price:
-    if not isinstance(raw, dict):
-        raise ValueError("each [[prices]] entry must be a table")  # noqa: TRY004 - casts raise ValueError
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    raw = table_of(raw, "prices", _KEYS)
     provider = raw.get("provider")
     if not isinstance(provider, str) or not provider.strip():
         raise ValueError("key 'provider' must name a provider")
@@ -124,27 +133,8 @@ def _row(raw: Any) -> Price:
 
 
 def load_prices_file(value: str) -> PriceTable | None:
-    """The ``MCP_PRICES_FILE`` cast (``ValueError`` names the line and key)."""
-    value = value.strip()
-    if not value:
+    """The ``MCP_PRICES_FILE`` cast (``ValueError`` names the file, line and key)."""
+    file = read_tables(value, "prices")
+    if file is None:
         return None
-    path = Path(value).expanduser().resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path} is not valid TOML: {exc}") from None
-    tables = data.get("prices")
-    if set(data) - {"prices"} or not isinstance(tables, list):
-        raise ValueError(f"{path}: expected only [[prices]] tables")
-    lines = [n for n, line in enumerate(text.splitlines(), 1) if re.match(r"^\s*\[\[\s*prices\s*\]\]", line)]
-    rows = []
-    for index, raw in enumerate(tables):
-        try:
-            rows.append(_row(raw))
-        except ValueError as exc:
-            where = f"line {lines[index]}" if index < len(lines) else f"[[prices]] #{index + 1}"
-            raise ValueError(f"{path} {where}: {exc}") from None
-    return PriceTable(path, tuple(rows))
+    return PriceTable(file.path, tuple(row for _, row in file.parse(_row)))

@@ -28,6 +28,7 @@ __all__ = [
     "Inline",
     "JobListOutput",
     "JobSummary",
+    "ProvidersOutput",
     "ReloadOutput",
     "caller_of",
     "error_result",
@@ -61,6 +62,8 @@ class ImageInfo(BaseModel):
     seed: int | None
     cost_estimate_usd: float | None = None
     """The catalog's price of this image (providers://list, MCP_PRICES_FILE); None when unpriced."""
+    output_path: str | None = None
+    """Where the copy asked for with output_dir/filename was written (stdio)."""
 
 
 class GenerateImageOutput(BaseModel):
@@ -90,6 +93,15 @@ class JobSummary(BaseModel):
     elapsed_s: float
     image_ids: list[str]
     error: ErrorInfo | None
+
+
+class ProvidersOutput(BaseModel):
+    ok: bool
+    default_provider: str | None = None
+    configured: list[str] = []
+    providers: list[dict[str, Any]] = []
+    """As providers://list: models, styles, resolutions, aspect_ratios, quality, edit, prices, limits."""
+    error: ErrorInfo | None = None
 
 
 class JobListOutput(BaseModel):
@@ -164,6 +176,7 @@ def _image_info(service: ImageService, record: ImageRecord) -> ImageInfo:
         revised_prompt=record.revised_prompt,
         seed=record.seed,
         cost_estimate_usd=record.cost_usd,
+        output_path=record.output_path,
     )
 
 

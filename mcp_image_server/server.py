@@ -10,14 +10,20 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
+import warnings
 from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
     CallToolResult,
@@ -28,15 +34,17 @@ from mcp_types import (
 )
 from pydantic import AnyUrl, Field, ValidationError
 
-from . import __version__
-from .errors import ImageServerError, InvalidArgumentError
+from . import __version__, outputs
+from .errors import ImageServerError, InvalidArgumentError, PathNotAllowedError
 from .models import GenerateParams, ImageFormat
+from .observe import ToolCall
 from .quotas import require_admin
 from .results import (
     GenerateImageOutput,
     ImageDataOutput,
     Inline,
     JobListOutput,
+    ProvidersOutput,
     ReloadOutput,
     caller_of,
     error_result,
@@ -75,6 +83,20 @@ class ImageMCPServer(MCPServer[Any]):
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        started = time.perf_counter()
+        result: CallToolResult | InputRequiredResult | None = None
+        try:
+            result = await self._call_tool(name, arguments, context)
+            return result
+        finally:
+            if self.service.observers and self._tool_manager.get_tool(name) is not None:
+                self.service.observers.tool_called(
+                    _tool_call(self.service, name, arguments, context, result, time.perf_counter() - started)
+                )
+
+    async def _call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None
     ) -> CallToolResult | InputRequiredResult:
         if self._tool_manager.get_tool(name) is None:
             known = ", ".join(t.name for t in self._tool_manager.list_tools())
@@ -130,6 +152,126 @@ class ImageMCPServer(MCPServer[Any]):
             raise
 
 
+ProviderArg = Annotated[
+    str | None, Field(description="Provider name (see list_providers); default: the server's default.")
+]
+StyleArg = Annotated[str | None, Field(description="Style code, or provider:style (e.g. hunyuan:riman).")]
+ResolutionArg = Annotated[
+    str | None, Field(description="WxH, W:H, auto, or provider:size (e.g. hunyuan:1024:768); wins over aspect_ratio.")
+]
+AspectArg = Annotated[
+    Literal["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9"] | None,
+    Field(description="Shape, mapped to the provider's nearest size (a warning says when approximated)."),
+]
+QualityArg = Annotated[
+    Literal["low", "medium", "high", "auto"] | None,
+    Field(description="Render quality, mapped per provider (ignored with a warning where there is none)."),
+]
+CountArg = Annotated[int, Field(ge=1, le=4, description="Number of images.")]
+SeedArg = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="Seed for repeatable output.")]
+FormatArg = Annotated[ImageFormat, Field(description="File format.")]
+PrefixArg = Annotated[
+    str | None, Field(max_length=200, description="Prefix for the saved file name (made file-system safe).")
+]
+InlineArg = Annotated[
+    Inline, Field(description="Image bytes in the result: a <=512 px thumbnail (default), the full image, or none.")
+]
+BackgroundArg = Annotated[
+    Literal["transparent", "opaque", "auto"] | None, Field(description="OpenAI only: background.")
+]
+CompressionArg = Annotated[int | None, Field(ge=0, le=100, description="OpenAI only: jpeg/webp compression 0-100.")]
+ModerationArg = Annotated[Literal["auto", "low"] | None, Field(description="OpenAI only: moderation.")]
+WaitArg = Annotated[
+    float | None,
+    Field(ge=0, le=3600, description="Seconds to wait before handing back a job_id (default 45; 0 = at once)."),
+]
+OutputDirArg = Annotated[
+    str | None,
+    Field(max_length=4096, description="stdio only: also write the image(s) to this folder (inside the client's "
+          "roots or the save folder; relative to the first of them)."),
+]
+FilenameArg = Annotated[
+    str | None,
+    Field(max_length=200, description="stdio only: the copy's file name (extension added; -1, -2... when n > 1)."),
+]
+OverwriteArg = Annotated[bool, Field(description="stdio only: replace an existing file of that name.")]
+KeyArg = Annotated[
+    str | None,
+    Field(min_length=1, max_length=200, description="Repeat-safe key: the same key and arguments return "
+          "the same job instead of generating again."),
+]
+
+
+def _output(output_dir: str | None, filename: str | None, overwrite: bool) -> tuple[str | None, str | None, bool] | None:
+    return None if output_dir is None and filename is None else (output_dir, filename, overwrite)
+
+
+async def _input_folders(service: ImageService, ctx: Context[Any, Any]) -> list[Path] | None:
+    """Where an edit's file paths may point: over stdio the client's roots (when it has any) or the
+    save folder; over HTTP nowhere (``None``)."""
+    if ctx.headers is not None:
+        return None
+    folders: list[Path] = []
+    capabilities = ctx.client_capabilities
+    if capabilities is not None and capabilities.roots is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)  # roots are deprecated in 2026-07-28
+                listed = await ctx.session.list_roots()
+        except Exception:  # noqa: BLE001 - a client that cannot answer has no roots
+            logger.info("the client declared roots but did not list them; file inputs are confined to the save folder")
+        else:
+            for root in listed.roots:
+                uri = str(root.uri)
+                if uri.startswith("file://"):
+                    folders.append(Path(url2pathname(urlsplit(uri).path)).resolve())
+    if not folders and service.store.save_dir is not None:
+        folders.append(service.store.save_dir.resolve())
+    return folders
+
+
+def _tool_call(
+    service: ImageService, tool: str, arguments: dict[str, Any], context: Context[Any, Any] | None,
+    result: CallToolResult | InputRequiredResult | None, duration: float,
+) -> ToolCall:
+    """The facts of one finished call for the audit log and /metrics: no prompt, no argument but
+    provider, n and size, and the caller's name, never its token."""
+    request = getattr(context.request_context, "request", None) if context is not None else None
+    headers = context.headers if context is not None else None
+    structured: dict[str, Any] = {}
+    if result is None:
+        outcome = "internal_error"  # raised: a protocol error or a bug, answered as a JSON-RPC error
+    elif isinstance(result, CallToolResult):
+        structured = result.structured_content or {}
+        error = structured.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        outcome = (code or "tool_error") if result.is_error else "ok"
+    else:
+        outcome = "input_required"
+    images = structured.get("images") or []
+    first = images[0] if images and isinstance(images[0], dict) else {}
+    n = arguments.get("n")
+    return ToolCall(
+        tool=tool,
+        caller=(caller_of(service, context) if context is not None else STDIO).name,
+        session=None if headers is None else {k.lower(): v for k, v in headers.items()}.get("mcp-session-id"),
+        client=getattr(request, "remote", None),
+        outcome=outcome,
+        duration_s=duration,
+        provider=first.get("provider") or _text(arguments.get("provider")),
+        model=first.get("model"),
+        n=len(images) if images else n if isinstance(n, int) else None,
+        size=first.get("resolution") or _text(arguments.get("resolution")),
+        cost_estimate_usd=structured.get("cost_estimate_usd"),
+        job_id=structured.get("job_id"),
+        status=structured.get("status"),
+    )
+
+
+def _text(value: object) -> str | None:
+    return value[:64] if isinstance(value, str) else None
+
+
 def build_mcp_server(service: ImageService) -> ImageMCPServer:
     """The SDK server with every tool, resource and prompt bound to ``service``."""
     tasks = TasksExtension(service)
@@ -144,6 +286,35 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         middleware=[tasks.middleware],  # 2025-11-25 tasks: shapes the SDK builds itself (see tasks.py)
     )
 
+    async def start(
+        ctx: Context[Any, Any], params: GenerateParams, idempotency_key: str | None, wait_seconds: float | None,
+        inline: Inline, edit: tuple[list[str], str | None] | None = None,
+        output: tuple[str | None, str | None, bool] | None = None,
+    ) -> CallToolResult:
+        """The one path of generate_image and edit_image: check, reserve, start, wait, answer."""
+        try:
+            caller = caller_of(service, ctx)
+            folders = await _input_folders(service, ctx) if edit is not None or output is not None else None
+            if output is not None:
+                if folders is None:
+                    raise PathNotAllowedError(
+                        "output_dir and filename are for stdio servers; over HTTP use the image's url",
+                        details={"field": "output_dir", "reason": "http"},
+                    )
+                output_dir, filename, overwrite = output
+                planned = outputs.plan(output_dir, filename, folders, params.output_format, params.n, overwrite)
+                params = replace(params, output=planned, overwrite=overwrite)
+            if edit is not None:
+                refs, mask = edit
+                names, mask_name = await service.store_inputs(caller, refs, mask, folders)
+                params = replace(params, images=names, mask=mask_name)
+            # Arguments are checked before a job exists, so a bad call fails fast and costs nothing.
+            job = await service.start_job(caller, params, idempotency_key)
+        except ImageServerError as exc:
+            return error_result(exc)
+        await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=True)
+        return await job_result(service, job, inline)
+
     @mcp.tool(
         annotations=ToolAnnotations(title="Generate image", read_only_hint=False, open_world_hint=True),
         meta=tool_meta(),
@@ -151,72 +322,110 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
     async def generate_image(
         ctx: Context[Any, Any],
         prompt: Annotated[str, Field(min_length=1, max_length=32000, description="What to draw.")],
-        provider: Annotated[
-            str | None, Field(description="Provider name (see providers://list); default: the server's default.")
-        ] = None,
-        style: Annotated[str | None, Field(description="Style code, or provider:style (e.g. hunyuan:riman).")] = None,
-        resolution: Annotated[
-            str | None, Field(description="WxH, W:H, auto, or provider:size (e.g. hunyuan:1024:768).")
-        ] = None,
+        provider: ProviderArg = None,
+        style: StyleArg = None,
+        resolution: ResolutionArg = None,
+        aspect_ratio: AspectArg = None,
+        quality: QualityArg = None,
         negative_prompt: Annotated[str | None, Field(max_length=4000, description="What to avoid.")] = None,
-        n: Annotated[int, Field(ge=1, le=4, description="Number of images.")] = 1,
-        seed: Annotated[int | None, Field(ge=0, le=2**32 - 1, description="Seed for repeatable output.")] = None,
-        output_format: Annotated[ImageFormat, Field(description="File format.")] = "png",
-        file_prefix: Annotated[
-            str | None, Field(max_length=200, description="Prefix for the saved file name (made file-system safe).")
-        ] = None,
-        inline: Annotated[
-            Literal["thumbnail", "full", "none"],
-            Field(description="Image bytes in the result: a <=512 px thumbnail (default), the full image, or none."),
-        ] = "thumbnail",
-        quality: Annotated[
-            Literal["low", "medium", "high", "auto"] | None, Field(description="OpenAI only: render quality.")
-        ] = None,
-        background: Annotated[
-            Literal["transparent", "opaque", "auto"] | None, Field(description="OpenAI only: background.")
-        ] = None,
-        output_compression: Annotated[
-            int | None, Field(ge=0, le=100, description="OpenAI only: jpeg/webp compression 0-100.")
-        ] = None,
-        moderation: Annotated[Literal["auto", "low"] | None, Field(description="OpenAI only: moderation.")] = None,
-        wait_seconds: Annotated[
-            float | None,
-            Field(ge=0, le=3600, description="Seconds to wait before handing back a job_id (default 45; 0 = at once)."),
-        ] = None,
-        idempotency_key: Annotated[
-            str | None,
-            Field(min_length=1, max_length=200, description="Repeat-safe key: the same key and arguments return "
-                  "the same job instead of generating again."),
-        ] = None,
+        n: CountArg = 1,
+        seed: SeedArg = None,
+        output_format: FormatArg = "png",
+        file_prefix: PrefixArg = None,
+        inline: InlineArg = "thumbnail",
+        background: BackgroundArg = None,
+        output_compression: CompressionArg = None,
+        moderation: ModerationArg = None,
+        output_dir: OutputDirArg = None,
+        filename: FilenameArg = None,
+        overwrite: OverwriteArg = False,
+        wait_seconds: WaitArg = None,
+        idempotency_key: KeyArg = None,
     ) -> Annotated[CallToolResult, GenerateImageOutput]:
         """Generate image(s) from a text prompt; returns image ids, file paths, URLs and inline previews.
 
         Long generations hand back a job_id after wait_seconds; poll it with get_generation.
         """
         params = GenerateParams(
-            prompt=prompt,
-            provider=provider,
-            style=style,
-            resolution=resolution,
-            negative_prompt=negative_prompt,
-            n=n,
-            seed=seed,
-            output_format=output_format,
-            file_prefix=file_prefix,
-            options={
-                "quality": quality,
-                "background": background,
-                "output_compression": output_compression,
-                "moderation": moderation,
-            },
+            prompt=prompt, provider=provider, style=style, resolution=resolution, negative_prompt=negative_prompt,
+            n=n, seed=seed, output_format=output_format, file_prefix=file_prefix, aspect_ratio=aspect_ratio,
+            quality=quality,
+            options={"background": background, "output_compression": output_compression, "moderation": moderation},
         )
+        return await start(ctx, params, idempotency_key, wait_seconds, inline, None, _output(output_dir, filename,
+                                                                                          overwrite))
+
+    @mcp.tool(
+        annotations=ToolAnnotations(title="Edit image", read_only_hint=False, open_world_hint=True),
+        meta=tool_meta(),
+    )
+    async def edit_image(
+        ctx: Context[Any, Any],
+        prompt: Annotated[str, Field(min_length=1, max_length=32000, description="The change to make.")],
+        images: Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=40_000_000)]],
+            Field(min_length=1, max_length=16, description=(
+                "Images to edit, the first being the one changed and the rest references: each an image_id or "
+                "images://{id}, a data:image/...;base64, URI or base64, a file path (stdio, inside the client's "
+                "roots or the save folder), or an https URL (when the server allows URL inputs)."
+            )),
+        ],
+        mask: Annotated[
+            str | None,
+            Field(max_length=40_000_000, description="PNG with alpha, the size of images[0]: transparent pixels "
+                  "mark what to change (providers that take masks; see list_providers)."),
+        ] = None,
+        provider: ProviderArg = None,
+        style: StyleArg = None,
+        resolution: ResolutionArg = None,
+        aspect_ratio: AspectArg = None,
+        quality: QualityArg = None,
+        n: CountArg = 1,
+        seed: SeedArg = None,
+        output_format: FormatArg = "png",
+        file_prefix: PrefixArg = None,
+        inline: InlineArg = "thumbnail",
+        input_fidelity: Annotated[
+            Literal["low", "high"] | None, Field(description="OpenAI only: how closely to keep the input's details.")
+        ] = None,
+        background: BackgroundArg = None,
+        output_dir: OutputDirArg = None,
+        filename: FilenameArg = None,
+        overwrite: OverwriteArg = False,
+        wait_seconds: WaitArg = None,
+        idempotency_key: KeyArg = None,
+    ) -> Annotated[CallToolResult, GenerateImageOutput]:
+        """Edit or combine images from a text instruction; the same job, result and errors as generate_image.
+
+        Without resolution or aspect_ratio the result keeps the first image's shape.
+        """
+        params = GenerateParams(
+            prompt=prompt, provider=provider, style=style, resolution=resolution, n=n, seed=seed,
+            output_format=output_format, file_prefix=file_prefix, aspect_ratio=aspect_ratio, quality=quality,
+            options={"input_fidelity": input_fidelity, "background": background},
+        )
+        return await start(
+            ctx, params, idempotency_key, wait_seconds, inline, (images, mask), _output(output_dir, filename, overwrite)
+        )
+
+    @mcp.tool(annotations=ToolAnnotations(title="List providers", read_only_hint=True))
+    async def list_providers(
+        provider: Annotated[str | None, Field(max_length=100, description="Only this provider.")] = None,
+    ) -> Annotated[CallToolResult, ProvidersOutput]:
+        """The catalog (as providers://list): each provider's models, styles, sizes, aspect-ratio and quality
+        mapping, edit support, limits and prices, and whether it is configured. For clients that only call tools."""
         try:
-            # Arguments are checked before a job exists, so a bad call fails fast and costs nothing.
-            job = await service.start_job(caller_of(service, ctx), params, idempotency_key)
+            info = service.providers_info(provider)
         except ImageServerError as exc:
             return error_result(exc)
-        await wait_for_job(service, ctx, job, wait_seconds, cancel_on_abandon=True)
-        return await job_result(service, job, inline)
+        output = ProvidersOutput(ok=True, **info)
+        names = ", ".join(
+            f"{p['name']}{' (default)' if p['default'] else ''}{'' if p['configured'] else ' (not configured)'}"
+            for p in info["providers"]
+        )
+        return CallToolResult(
+            content=[TextContent(text=f"Providers: {names}.")], structured_content=output.model_dump(mode="json")
+        )
 
     @mcp.tool(annotations=ToolAnnotations(title="Get generation", read_only_hint=True), meta=tool_meta())
     async def get_generation(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Final
 
-from . import __version__
+from . import __version__, outputs
+from .audit import AuditLog
 from .blobs import open_blob_store
 from .config import ReloadResult, Settings, reload_settings
 from .errors import (
@@ -18,22 +20,27 @@ from .errors import (
     ImageNotFoundError,
     ImageTooLargeError,
     InvalidArgumentError,
+    InvalidImageError,
     ProviderError,
+    TooManyImagesError,
 )
 from .imaging import thumbnail
+from .inputs import INPUT_PREFIX, Sources, check_mask, decode, input_name, input_size
 from .jobs import Job, JobManager
 from .models import (
     GenerateOutcome,
     GenerateParams,
     GenerationRequest,
     ImageRecord,
+    InputImage,
     ProgressFn,
     ProviderCatalog,
     ProviderResult,
 )
+from .observe import JobChange, Observers, span
 from .prices import Price, price_of
 from .providers import ProviderSpec, registry
-from .providers.manager import ProviderManager, Selection
+from .providers.manager import Edit, ProviderManager, Selection
 from .quotas import MemoryLedger, Quotas, settle_quietly
 from .signing import UrlSigner
 from .state import open_state
@@ -44,6 +51,9 @@ __all__ = ["ImageService"]
 
 logger = logging.getLogger(__name__)
 
+
+MAX_EDIT_INPUTS: Final = 16
+"""The most any provider takes (OpenAI); each provider's own limit is in its catalog."""
 
 FAILOVER_CODES: Final = frozenset({"provider_unavailable", "provider_timeout", "rate_limited"})
 """Failures after which an unpinned request moves on to the next MCP_FALLBACK_PROVIDERS entry."""
@@ -62,9 +72,11 @@ class _Prepared:
 def _vendor_request(
     catalog: ProviderCatalog, selection: Selection, params: GenerateParams, prompt: str, resume: tuple[str, ...] = ()
 ) -> GenerationRequest:
-    """The provider-facing request: style modifiers folded into the prompt, unsupported extras dropped."""
+    """The provider-facing request: style modifiers folded into the prompt, unsupported extras dropped
+    (an edit's images are added once loaded, in ``generate``)."""
     style_info = catalog.style(selection.style) if selection.style else None
     vendor_prompt = f"{prompt}, {style_info.prompt_modifier}" if style_info and style_info.prompt_modifier else prompt
+    options = {**selection.options, **params.options}
     return GenerationRequest(
         prompt=vendor_prompt,
         width=selection.width,
@@ -74,7 +86,7 @@ def _vendor_request(
         n=min(params.n, catalog.max_n),
         seed=params.seed if catalog.supports_seed else None,
         output_format=params.output_format if params.output_format in catalog.formats else catalog.formats[0],
-        options={k: v for k, v in params.options.items() if v is not None and k in catalog.options},
+        options={k: v for k, v in options.items() if v is not None and k in catalog.options},
         resume=resume,
     )
 
@@ -113,7 +125,11 @@ class ImageService:
             role=settings.role,
             clock=clock,
             on_end=self._job_ended,
+            on_change=self._job_changed,
         )
+        self.observers = Observers()
+        """Listeners to tool calls, job transitions and provider failures (the audit log, /metrics)."""
+        self._audit: AuditLog | None = None
         self.quotas = Quotas(shared if shared is not None else MemoryLedger(clock), clock)
         self._directory: tuple[Settings, Directory] | None = None
         self.http_base_url: str | None = None
@@ -180,8 +196,30 @@ class ImageService:
 
     def caller_for_owner(self, owner: str) -> Caller | None:
         return STDIO if owner == STDIO.owner else self.directory.by_owner.get(owner)
+    def _job_changed(self, job: Job) -> None:
+        caller = self.caller_for_owner(job.owner)
+        outcome = job.outcome if job.state == "succeeded" else None
+        self.observers.job_changed(JobChange(
+            job_id=job.job_id,
+            caller=caller.name if caller is not None else job.owner.partition(":")[0],
+            state=job.state,
+            provider=job.provider or job.params.provider,
+            model=outcome.model if outcome is not None else None,
+            n=job.params.n,
+            size=job.params.resolution,
+            cost_estimate_usd=None if outcome is None else sum(r.cost_usd or 0.0 for r in outcome.records),
+            outcome=job.error.code if job.error is not None else None,
+            duration_s=max(0.0, job.updated_at - job.created_at),
+            run_s=None if job.started_at is None else max(0.0, job.updated_at - job.started_at),
+            done=job.done,
+        ))
+
     async def start(self) -> None:
-        """Raises: StorageError when the save directory is unusable."""
+        """Raises: StorageError when the save directory is unusable; ConfigError when MCP_AUDIT_LOG
+        cannot be opened."""
+        if self._settings.audit_log and self._audit is None:
+            self._audit = await asyncio.to_thread(AuditLog, self._settings.audit_log)
+            self.observers.add(self._audit)
         await asyncio.to_thread(self.store.open)
         self._sweeper = asyncio.create_task(self.store.sweep_forever(), name="image-store-sweep")
         await self.jobs.start()
@@ -204,11 +242,22 @@ class ImageService:
         await self._manager.aclose(grace=30)
         for task in list(self._retired):
             task.cancel()
+        if self._audit is not None:
+            self.observers.remove(self._audit)
+            await asyncio.to_thread(self._audit.close)
+            self._audit = None
 
     # --- generation ---------------------------------------------------------------------------
 
     def _prepare(self, params: GenerateParams, resume: tuple[str, ...] = ()) -> _Prepared:
         manager = self._manager  # in-flight calls finish on the snapshot they started with
+        edit = None
+        if params.images:
+            try:
+                width, height, _mime = input_size(params.images[0])
+            except ValueError:
+                raise InvalidArgumentError("images must be stored inputs", details={"field": "images"}) from None
+            edit = Edit(len(params.images), params.mask is not None, (width, height))
         selection = manager.select(
             provider=params.provider,
             style=params.style,
@@ -218,6 +267,9 @@ class ImageService:
             n=params.n,
             negative_prompt=params.negative_prompt,
             seed=params.seed,
+            aspect_ratio=params.aspect_ratio,
+            quality=params.quality,
+            edit=edit,
         )
         catalog = manager.catalog(selection.provider)
         prompt = params.prompt.strip()
@@ -256,9 +308,13 @@ class ImageService:
         p = self._prepare(params, resume)
         if not resume:  # a resumed job is already paid for at the vendor: keep its images
             await asyncio.to_thread(self.store.ensure_room)  # storage_full before any provider is called
+        if params.images:
+            images = tuple([await self._load_input(name, f"images[{i}]") for i, name in enumerate(params.images)])
+            mask = await self._load_input(params.mask, "mask") if params.mask else None
+            p = replace(p, request=replace(p.request, images=images, mask=mask))
         served, style, warnings = p.selection.provider, p.selection.style, list(p.warnings)
         try:
-            result = await p.manager.generate(served, p.request, progress)
+            result = await self._call(p.manager, served, p.request, progress)
         except ProviderError as exc:
             if p.selection.pinned or resume or exc.code not in FAILOVER_CODES:
                 raise
@@ -268,7 +324,7 @@ class ImageService:
         if progress is not None:
             await progress("saving")
         records = []
-        quality = params.options.get("quality")
+        quality = params.options.get("quality") or params.quality
         for image in result.images:
             price = self.price(served, result.model, image.width, image.height, quality)
             record = await asyncio.to_thread(
@@ -284,7 +340,40 @@ class ImageService:
                 cost_usd=None if price is None else price.usd,
             )
             records.append(record)
+        if params.output:
+            records = [await self._copy_out(params, r, i, len(records), warnings) for i, r in enumerate(records)]
         return GenerateOutcome(tuple(records), served, result.model, tuple(warnings) + result.warnings)
+
+    async def _call(
+        self, manager: ProviderManager, name: str, request: GenerationRequest, progress: ProgressFn | None
+    ) -> ProviderResult:
+        """One provider call, in its own span, its failures counted.
+
+        Raises:
+            ProviderError.
+        """
+        with span("image.provider", provider=name, n=request.n, size=request.resolution):
+            try:
+                return await manager.generate(name, request, progress)
+            except ProviderError as exc:
+                self.observers.provider_failed(name, exc.code)
+                raise
+
+    async def _copy_out(
+        self, params: GenerateParams, record: ImageRecord, index: int, count: int, warnings: list[str]
+    ) -> ImageRecord:
+        """Write the copy the call asked for (checked by ``outputs.plan`` when it was made)."""
+        assert params.output is not None
+        target = params.output + ("" if count == 1 else f"-{index + 1}") + Path(record.file_name).suffix
+        try:
+            written = await asyncio.to_thread(outputs.write, target, await self.image_data(record), params.overwrite)
+        except OSError as exc:
+            warnings.append(f"could not write {target}: {exc.strerror or exc}; the image is in the store")
+            return record
+        if not written:
+            warnings.append(f"{target} appeared meanwhile and was not overwritten; the image is in the store")
+            return record
+        return replace(record, output_path=target)
 
     async def _failover(
         self,
@@ -305,13 +394,20 @@ class ImageService:
         for name in p.manager.fallbacks(p.selection.provider):
             if allowed is not None and name not in allowed:
                 continue  # the caller's token may not use it
+            catalog = p.manager.catalog(name)
+            if p.request.is_edit and (
+                len(p.request.images) > catalog.max_input_images or (p.request.mask and not catalog.supports_mask)
+            ):
+                continue  # it cannot do this edit
             selection = p.manager.equivalent(p.selection.provider, name, p.selection.style, size)
-            request = _vendor_request(p.manager.catalog(name), selection, params, p.prompt)
+            request = replace(
+                _vendor_request(catalog, selection, params, p.prompt), images=p.request.images, mask=p.request.mask
+            )
             logger.warning("%s failed (%s); failing over to %s", failed, error.code, name)
             if progress is not None:
                 await progress(f"running on {name} after {failed} failed ({error.code})")
             try:
-                result = await p.manager.generate(name, request, progress)
+                result = await self._call(p.manager, name, request, progress)
             except ProviderError as exc:
                 if exc.code not in FAILOVER_CODES:
                     raise
@@ -323,6 +419,65 @@ class ImageService:
             )
             return result, name, selection.style
         raise first
+
+    # --- edit inputs --------------------------------------------------------------------------
+
+    async def store_inputs(
+        self, caller: Caller, refs: Sequence[str], mask: str | None, folders: Sequence[Path] | None
+    ) -> tuple[tuple[str, ...], str | None]:
+        """Read, check and keep an edit's inputs where any replica's job can load them; their names.
+
+        ``folders``: where file paths may point (stdio); ``None`` refuses paths (HTTP).
+
+        Raises:
+            InvalidArgumentError and subclasses (InvalidImageError, MaskMismatchError, PathNotAllowedError,
+            UrlNotAllowedError, TooManyImagesError), ImageNotFoundError, ImageTooLargeError,
+            InputFetchFailedError, StorageError.
+        """
+        settings = self._settings
+        if not refs:
+            raise InvalidArgumentError("images must name at least one image", details={"field": "images"})
+        if len(refs) > MAX_EDIT_INPUTS:
+            raise TooManyImagesError(
+                f"at most {MAX_EDIT_INPUTS} images per edit, got {len(refs)}",
+                details={"images": len(refs), "max": MAX_EDIT_INPUTS},
+            )
+
+        async def stored(image_id: str) -> bytes:
+            _record, data = await self.image_bytes(caller, image_id)
+            return data
+
+        fetch = None
+        if settings.allow_url_inputs:
+            from .fetch import fetch_image
+
+            limit = settings.max_input_image_bytes
+
+            async def fetch(url: str, field: str) -> bytes:
+                return await fetch_image(url, max_bytes=limit, timeout=settings.input_fetch_timeout, field=field)
+
+        sources = Sources(stored, folders, fetch, settings.max_input_image_bytes)
+        fields = [(f"images[{i}]", ref) for i, ref in enumerate(refs)] + ([("mask", mask)] if mask else [])
+        decoded = []
+        for field, ref in fields:
+            data = await sources.read(ref, field)
+            decoded.append(await asyncio.to_thread(decode, data, field, settings.max_input_image_bytes))
+        if mask:
+            await asyncio.to_thread(check_mask, decoded[-1], decoded[0])
+        names = []
+        for image in decoded:
+            name = input_name(image)
+            await asyncio.to_thread(self.store.blobs.put, INPUT_PREFIX + name, image.data)
+            names.append(name)
+        return (tuple(names[: len(refs)]), names[-1] if mask else None)
+
+    async def _load_input(self, name: str, field: str) -> InputImage:
+        """Raises: InvalidImageError when the input is gone (swept after MCP_JOB_TTL)."""
+        width, height, mime = input_size(name)
+        data = await asyncio.to_thread(self.store.blobs.get, INPUT_PREFIX + name)
+        if data is None:
+            raise InvalidImageError(f"{field} is no longer in the image store; give it again", details={"field": field})
+        return InputImage(data, mime, width, height)
 
     # --- images -------------------------------------------------------------------------------
 
@@ -376,12 +531,14 @@ class ImageService:
 
     # --- catalogs -----------------------------------------------------------------------------
 
-    def providers_info(self) -> dict[str, Any]:
+    def providers_info(self, provider: str | None = None) -> dict[str, Any]:
+        """The catalog of every provider (or of ``provider``). Raises: UnknownProviderError."""
         m = self._manager
+        names = [m.catalog(provider.strip().lower()).name] if provider else list(m.specs)
         return {
             "default_provider": m.default_name,
             "configured": list(m.configured),
-            "providers": [m.describe(name) for name in m.specs],
+            "providers": [m.describe(name) for name in names],
         }
 
     def styles_info(self, provider: str | None = None) -> dict[str, Any]:

@@ -7,8 +7,10 @@ Layout in the blob store (a folder by default, or an S3 bucket, see ``blobs``)::
 
 A sidecar is only ever written after the store accepted its image, and a result is only
 reported after both, so a crash can leave an unreported image without a record, never a
-record without its image; ``open`` removes such leftovers from a folder. The record lives
-beside its image, so every replica sharing the store reads the same records.
+record without its image; ``open`` removes such leftovers (and temp files) from a folder once
+they are older than ``WRITE_GRACE``, since a younger one may be another process's write in
+progress. The record lives beside its image, so every replica sharing the store reads the same
+records.
 
 Retention (``MCP_IMAGE_RETENTION``) and the size cap (``MCP_IMAGE_STORE_MAX_BYTES``) are kept by
 ``sweep``, run every minute by ``sweep_forever`` and on demand by ``ensure_room``. It deletes the
@@ -41,6 +43,7 @@ from .blobs import BlobInfo, BlobStore
 from .blobs.file import FileBlobStore
 from .config import Settings
 from .errors import ImageExpiredError, ImageNotFoundError, StorageError, StorageFullError
+from .inputs import INPUT_PREFIX
 from .models import EXTENSIONS, GeneratedImage, ImageRecord
 
 __all__ = ["FILE_NAME_RE", "ImageStore", "RetentionPolicy", "Usage", "sanitize_prefix"]
@@ -54,6 +57,8 @@ FILE_NAME_RE: Final = re.compile(r"^(?:(?P<prefix>[A-Za-z0-9_-]{1,64})-)?(?P<id>
 _PREFIX_BAD: Final = re.compile(r"[^A-Za-z0-9_-]+")
 _RECORDS: Final = ".records/"
 
+INPUT_TTL: Final = 86400.0
+"""An edit's inputs are kept a day: long enough for any queued job to load them."""
 WRITE_GRACE: Final = 600.0
 """Seconds an image without its record (or a record without its image) is left alone: it may be
 mid-write on another replica. Older ones were left by a crash and are never reported."""
@@ -144,25 +149,31 @@ class ImageStore:
         return self.blobs.location("").rstrip("/")
 
     def open(self) -> None:
-        """Prove the store is writable and, in a folder, sweep crash leftovers.
+        """Prove the store is writable and, in a folder, sweep crash leftovers older than the grace.
 
         Raises:
             StorageError: naming the setting and the reason.
         """
         self.blobs.open()
         if isinstance(self.blobs, FileBlobStore):
-            self._sweep(self.blobs)
+            self._sweep(self.blobs, self._policy().grace_s)
 
-    def _sweep(self, folder: FileBlobStore) -> None:
-        """Remove images whose record was never written.
+    def _sweep(self, folder: FileBlobStore, grace: float) -> None:
+        """Remove temp files, and images whose record was never written, last modified over ``grace`` s ago.
 
         Such an image was never reported to anyone (results are sent after both writes), so
-        deleting it loses nothing and keeps the folder consistent.
+        deleting it loses nothing and keeps the folder consistent. A younger one, or a younger
+        temp file, may be a write in progress in another process sharing the folder (a replica,
+        or a second server started on it), so it is left to a later sweep.
         """
+        cutoff = self._clock() - grace
+        for name in folder.sweep_temp(cutoff):
+            logger.warning("removed %s: a temp file left by a crash", name)
         records = {name[len(_RECORDS):] for name in folder.names(_RECORDS)}
-        for name in folder.names():
+        for name, info in folder.scan().items():
             m = FILE_NAME_RE.match(name)
-            if m and f"{m['id']}.json" not in records and folder.local_path(name) is not None:
+            if (m and f"{m['id']}.json" not in records and info.last_modified < cutoff
+                    and folder.local_path(name) is not None):
                 logger.warning("removing %s: written before a crash, never reported", name)
                 folder.delete(name)
 
@@ -378,6 +389,9 @@ class ImageStore:
         now = self._clock()
         with self._lock:
             self._pending = Usage(0, 0)
+        if isinstance(self.blobs, FileBlobStore):
+            for name in self.blobs.sweep_temp(now - policy.grace_s):
+                logger.warning("removed %s: a temp file left by a crash", name)
         # Records first: a save between the two listings then shows as a young image without its
         # record (left alone), never as a record without its image.
         records: dict[str, BlobInfo] = {}
@@ -404,6 +418,9 @@ class ImageStore:
             if image_id not in pairs and now - info.last_modified > policy.grace_s and self._delete(image_id, None):
                 logger.warning("removing the record of %s: its image is gone", image_id)
                 used -= info.size
+        for name, info in self.blobs.scan(INPUT_PREFIX).items():
+            if now - info.last_modified > INPUT_TTL:  # an edit's input, long since used by its job
+                self.blobs.delete(name)
         expired = evicted = 0
         if policy.limited:
             oldest = sorted(pairs, key=lambda i: self._created_at(i, records[i]))

@@ -13,10 +13,11 @@ import hmac
 import logging
 import re
 import secrets
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
+
+from .tomlfile import read_tables, table_of
 
 __all__ = [
     "ANONYMOUS",
@@ -97,11 +98,6 @@ class TokenTable:
     entries: tuple[TokenEntry, ...]
 
 
-def _table_lines(text: str) -> list[int]:
-    """Line number of each ``[[tokens]]`` header, so an error can name the table's line."""
-    return [n for n, line in enumerate(text.splitlines(), 1) if re.match(r"^\s*\[\[\s*tokens\s*\]\]", line)]
-
-
 def _positive(value: Any, key: str, *, real: bool = False) -> int | float:
     ok = isinstance(value, int | float) if real else isinstance(value, int)
     if isinstance(value, bool) or not ok or value <= 0:
@@ -111,11 +107,7 @@ def _positive(value: Any, key: str, *, real: bool = False) -> int | float:
 
 def _entry(raw: Any) -> tuple[TokenEntry, bool]:
     """One ``[[tokens]]`` table; the flag says it held a plain ``token``."""
-    if not isinstance(raw, dict):
-        raise ValueError("each [[tokens]] entry must be a table")  # noqa: TRY004 - casts raise ValueError
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    raw = table_of(raw, "tokens", _KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"key 'name' must be 1-64 letters, digits, '_', '.', '@' or '-', got {name!r}")
@@ -149,35 +141,13 @@ def _entry(raw: Any) -> tuple[TokenEntry, bool]:
 
 def load_tokens_file(value: str) -> TokenTable | None:
     """The ``MCP_TOKENS_FILE`` cast: parse and check the whole file (``ValueError`` names line and key)."""
-    value = value.strip()
-    if not value:
+    file = read_tables(value, "tokens")
+    if file is None:
         return None
-    path = Path(value).expanduser().resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path} is not valid TOML: {exc}") from None
-    tables = data.get("tokens")
-    if set(data) - {"tokens"}:
-        raise ValueError(f"{path}: unknown top-level key {min(set(data) - {'tokens'})!r} (expected [[tokens]])")
-    if not isinstance(tables, list):
-        raise ValueError(f"{path}: expected [[tokens]] tables")  # noqa: TRY004
-    lines = _table_lines(text)
     entries: list[TokenEntry] = []
     names: set[str] = set()
     digests: set[bytes] = set()
-    for index, raw in enumerate(tables):
-        where = f"{path} line {lines[index]}" if index < len(lines) else f"{path} [[tokens]] #{index + 1}"
-        try:
-            entry, plain = _entry(raw)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+    for where, (entry, plain) in file.parse(_entry):
         if entry.caller.name in names:
             raise ValueError(f"{where}: key 'name': {entry.caller.name!r} is used twice")
         if entry.digest in digests:
@@ -188,7 +158,7 @@ def load_tokens_file(value: str) -> TokenTable | None:
         names.add(entry.caller.name)
         digests.add(entry.digest)
         entries.append(entry)
-    return TokenTable(path, tuple(entries))
+    return TokenTable(file.path, tuple(entries))
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,8 @@ def env_example() -> str:
     sections = {
         "MCP_TRANSPORT": "Server", "MCP_SESSION_IDLE_TIMEOUT": "HTTP transport", "TENCENT_SECRET_ID": "Tencent Hunyuan",
         "OPENAI_API_KEY": "OpenAI GPT Image", "DOUBAO_API_KEY": "Doubao / Seedream",
-        "MODELSCOPE_API_KEY": "ModelScope Qwen-Image", "MCP_IMAGE_STORE_URL": "Image store (S3)",
+        "MODELSCOPE_API_KEY": "ModelScope Qwen-Image", "GEMINI_API_KEY": "Google Gemini",
+        "MCP_IMAGE_STORE_URL": "Image store (S3)",
         "MCP_STATE_URL": "Shared job state (several replicas)",
         "MCP_GENERATION_WAIT_SECONDS": "Generation jobs",
         "MCP_FALLBACK_PROVIDERS": "Provider behaviour",

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from .emulators import DoubaoEmulator, HunyuanEmulator, ModelScopeEmulator, OpenAIEmulator
+from .emulators.gemini import GeminiEmulator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,6 +23,7 @@ KEYS = {
     "OPENAI_API_KEY": "sk-FAKE-openai-key-0001",
     "DOUBAO_API_KEY": "ark-FAKE-doubao-key-0001",
     "MODELSCOPE_API_KEY": "ms-FAKE-modelscope-key-0001",
+    "GEMINI_API_KEY": "AIza-FAKE-gemini-key-0001",
 }
 FAST = {
     "MCP_HUNYUAN_POLL_INTERVAL": "0.02",
@@ -30,7 +32,7 @@ FAST = {
     "MCP_PROVIDER_RETRY_BUDGET": "2",
     "MCP_LOG_LEVEL": "DEBUG",
 }
-PROVIDERS = ("hunyuan", "openai", "doubao", "modelscope")
+PROVIDERS = ("hunyuan", "openai", "doubao", "modelscope", "gemini")
 
 
 class Emulators:
@@ -40,6 +42,7 @@ class Emulators:
         self.openai = OpenAIEmulator(api_key=KEYS["OPENAI_API_KEY"], **overrides.get("openai", {}))
         self.doubao = DoubaoEmulator(api_key=KEYS["DOUBAO_API_KEY"], **overrides.get("doubao", {}))
         self.modelscope = ModelScopeEmulator(api_key=KEYS["MODELSCOPE_API_KEY"], **overrides.get("modelscope", {}))
+        self.gemini = GeminiEmulator(api_key=KEYS["GEMINI_API_KEY"], **overrides.get("gemini", {}))
 
     def __getitem__(self, name: str) -> Any:
         return getattr(self, name)
@@ -124,6 +127,14 @@ FAULTS: list[tuple[str, str, str]] = [
     ("modelscope", "rate_limit", "rate_limited"),
     ("modelscope", "unknown_model", "model_not_found"),
     ("modelscope", "oversized", "bad_image_data"),
+    ("gemini", "auth", "auth_failed"),
+    ("gemini", "moderation", "content_rejected"),
+    ("gemini", "image_safety", "content_rejected"),
+    ("gemini", "rate_limit", "rate_limited"),
+    ("gemini", "server_error", "provider_unavailable"),
+    ("gemini", "unknown_model", "model_not_found"),
+    ("gemini", "no_image", "bad_image_data"),
+    ("gemini", "corrupt", "bad_image_data"),
 ]
 
 
@@ -142,7 +153,7 @@ async def test_vendor_faults_become_stable_error_codes(
     _assert_no_secrets(json.dumps(_sc(result)), result.content[0].text, log.read_text())
 
 
-@pytest.mark.parametrize("provider", ["openai", "doubao", "modelscope"])
+@pytest.mark.parametrize("provider", ["openai", "doubao", "modelscope", "gemini"])
 async def test_a_hang_past_the_timeout_is_a_timeout(stdio_client: Any, tmp_path: Path, provider: str) -> None:
     env = {f"MCP_{provider.upper()}_TIMEOUT": "1", "MCP_PROVIDER_MAX_ATTEMPTS": "1"}
     async with running(stdio_client, tmp_path, env) as (client, emus, _):

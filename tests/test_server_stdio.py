@@ -128,7 +128,7 @@ async def test_error_codes_for_bad_arguments(stdio_client: Any) -> None:
         ({"prompt": "x", "style": "riman"}, "unknown_style"),
         ({"prompt": "x", "resolution": "9000x9000"}, "unknown_resolution"),
         ({"prompt": "x", "resolution": "wide"}, "unknown_resolution"),
-        ({"prompt": "x", "quality": "high"}, "unsupported_option"),
+        ({"prompt": "x", "background": "transparent"}, "unsupported_option"),  # OpenAI only; quality is neutral
         ({"prompt": "x" * 4001}, "invalid_argument"),
     ]
     async with stdio_client() as client:

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from mcp_image_server.errors import ImageExpiredError, ImageNotFoundError, StorageError
+from mcp_image_server.blobs.file import FileBlobStore
+from mcp_image_server.errors import (
+    ImageExpiredError,
+    ImageNotFoundError,
+    StorageError,
+    StorageFullError,
+    StorageUnavailableError,
+    error_from_dict,
+)
 from mcp_image_server.models import GeneratedImage
-from mcp_image_server.store import FILE_NAME_RE, ImageStore, sanitize_prefix
+from mcp_image_server.store import FILE_NAME_RE, WRITE_GRACE, ImageStore, sanitize_prefix
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"0" * 100
 
@@ -30,6 +38,12 @@ def _store(tmp_path: Path, clock: FakeClock | None = None) -> ImageStore:
     store = ImageStore(tmp_path / "imgs", clock=clock or FakeClock())
     store.open()
     return store
+
+
+def _age(path: Path, clock: FakeClock, seconds: float) -> Path:
+    """Set ``path``'s mtime to ``seconds`` before the fake clock's now."""
+    os.utime(path, (clock.now - seconds, clock.now - seconds))
+    return path
 
 
 def _save(store: ImageStore, prefix: str | None = None, ttl: float = 60) -> object:
@@ -131,11 +145,19 @@ def test_resolve_file_refuses_strangers_and_symlinks(tmp_path: Path) -> None:
         assert store.resolve_file(name) is None
 
 
-def test_open_sweeps_temp_files_left_by_a_crash(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    (store.save_dir / ".tmp-abc").write_bytes(b"half")
-    (store.save_dir / ".records" / ".tmp-def").write_bytes(b"half")
-    _store(tmp_path)
+def test_open_sweeps_temp_files_left_by_a_crash_once_past_the_grace(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = _store(tmp_path, clock)
+    old = [store.save_dir / ".tmp-abc", store.save_dir / ".records" / ".tmp-def"]
+    young = [store.save_dir / ".tmp-ghi", store.save_dir / ".records" / ".tmp-jkl"]
+    for path in old + young:
+        path.write_bytes(b"half")
+        _age(path, clock, WRITE_GRACE + 1 if path in old else 5)
+    _store(tmp_path, clock)
+    # A young temp file may be another process's write in progress: it survives the start.
+    assert sorted(store.save_dir.rglob(".tmp-*")) == sorted(young)
+    clock.now += WRITE_GRACE
+    store.sweep()  # the periodic sweep clears it once it is past the grace
     assert not list(store.save_dir.rglob(".tmp-*"))
 
 
@@ -167,15 +189,53 @@ def test_failed_save_leaves_no_partial_file(tmp_path: Path) -> None:
 
 
 def test_open_removes_images_whose_record_was_never_written(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+    clock = FakeClock()
+    store = _store(tmp_path, clock)
     kept = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
+    _age(Path(store.location_of(kept)), clock, WRITE_GRACE + 1)  # old, but it has its record
     orphan = store.save_dir / ("c" * 32 + ".png")
     orphan.write_bytes(PNG)
+    _age(orphan, clock, WRITE_GRACE + 1)
     stranger = store.save_dir / "notes.txt"
     stranger.write_text("mine")
-    reopened = _store(tmp_path)
+    _age(stranger, clock, WRITE_GRACE + 1)
+    reopened = _store(tmp_path, clock)
     assert not orphan.exists() and stranger.exists()
     assert reopened.read_bytes(reopened.get(kept.image_id)) == PNG
+
+
+def test_open_leaves_a_fresh_image_without_its_record_alone(tmp_path: Path) -> None:
+    """Another replica or process on the same folder may have written the image and not yet its record."""
+    clock = FakeClock()
+    store = _store(tmp_path, clock)
+    fresh = store.save_dir / ("d" * 32 + ".png")
+    fresh.write_bytes(PNG)
+    _age(fresh, clock, WRITE_GRACE - 1)
+    _store(tmp_path, clock)
+    assert fresh.read_bytes() == PNG
+    (store.save_dir / ".records" / ("d" * 32 + ".json")).write_bytes(b"{}")  # its writer finishes
+    clock.now += 2  # now past the grace, but it has its record: it stays
+    _store(tmp_path, clock)
+    assert fresh.read_bytes() == PNG
+
+
+class _Unanswering(FileBlobStore):
+    """A folder whose writes fail as an S3 endpoint that went away does."""
+
+    def put(self, name: str, data: bytes) -> None:
+        raise StorageUnavailableError("the image store did not answer")
+
+
+def test_an_unanswering_store_is_a_transient_error_and_a_full_one_is_not(tmp_path: Path) -> None:
+    store = ImageStore(_Unanswering(tmp_path / "imgs"), clock=FakeClock())
+    store.open()
+    with pytest.raises(StorageUnavailableError) as info:
+        _save(store)
+    assert info.value.code == "storage_unavailable" and info.value.transient
+    assert isinstance(info.value, StorageError) and not list((tmp_path / "imgs" / ".records").iterdir())
+    # Another replica reporting it (error_from_dict) keeps the class and so the hint to try again.
+    assert error_from_dict(info.value.to_dict()).transient
+    assert not StorageFullError("full").transient and not StorageError("read-only").transient
 
 
 def test_a_removed_save_dir_is_recreated_on_the_next_save(tmp_path: Path) -> None:

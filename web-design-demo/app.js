@@ -1,15 +1,17 @@
-// Landing Studio: connect to an MCP Image Server, generate images with live progress, and
-// design a landing page with them. No build step: plain ES modules.
+// Landing Studio: connect to an MCP Image Server, generate or edit images with live progress,
+// and design a landing page with them. No build step: plain ES modules.
 
 import { McpHttpClient, McpError, describeError, capitalise } from "./mcp-client.js";
-import { createGallery, parseToolResult, itemsFromResult, FINAL_STATES, copyText } from "./gallery.js";
+import { createGallery, parseToolResult, itemsFromResult, FINAL_STATES, copyText, formatBytes } from "./gallery.js";
 import { LandingPreview, SLOTS, defaultPage, restorePage, exportHtml, slotLabel } from "./landing.js";
 import { ProgressView } from "./progress.js";
+import { CompareView, MAX_UPLOAD_BYTES, describeSize, editorsFrom, fillAspectOptions, readUpload } from "./edit.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_ITEMS = 60;
 const CUSTOM = "__custom";
 const WAIT_SECONDS = 40; // per call; longer jobs hand back a job_id that we poll
+const MAX_UPLOADS = 4; // uploaded originals kept in memory (never stored), for "Regenerate" on their edits
 const PROMPT_IDEAS = [
   "Calm sea at sunset, pastel colours",
   "Neon city skyline at night",
@@ -54,6 +56,9 @@ const state = {
   page: restorePage(storage.get(localStorage, "wdd.page", null)),
   busy: null, // {controller, jobId, sourceId}
   autoPlace: null, // slot id the next generated image goes into
+  mode: "generate", // or "edit": which form the Create pane shows
+  editSource: null, // {kind: "image", id, url, thumbnail, ...} or {kind: "upload", key, name, size, ...}
+  uploads: new Map(), // upload key -> data: URI
 };
 
 function saveItems() {
@@ -194,7 +199,7 @@ function onConnected() {
   $("connect-button").hidden = true;
   $("disconnect-button").hidden = false;
   setConnectOpen(false);
-  $("generate-button").disabled = false;
+  syncButtons();
   if (!ready.length) toast("Connected, but the server has no provider configured.", { tone: "warn" });
   else if (!isNarrow()) toast(`Connected. Default provider: ${catalog.providers.default_provider}.`, { tone: "ok" });
 }
@@ -205,8 +210,8 @@ async function disconnect({ quiet = false } = {}) {
   state.client = null;
   state.catalog = null;
   if (client) await client.close();
-  $("generate-button").disabled = true;
-  for (const id of ["provider", "style", "resolution"]) $(id).disabled = true;
+  syncButtons();
+  for (const id of ["provider", "style", "resolution", "aspect", "quality", "edit-provider", "edit-aspect"]) $(id).disabled = true;
   $("connect-button").hidden = false;
   $("disconnect-button").hidden = true;
   $("connected-info").hidden = true;
@@ -221,12 +226,14 @@ async function disconnect({ quiet = false } = {}) {
 
 async function loadCatalog() {
   const client = state.client;
-  const [providers, styles, resolutions] = await Promise.all([
+  const [providers, styles, resolutions, listed] = await Promise.all([
     client.readJson("providers://list"),
     client.readJson("styles://list"),
     client.readJson("resolutions://list"),
+    // Which providers can edit, from the list_providers tool; a server without it just can't edit.
+    client.callTool("list_providers", {}).then((r) => (r?.isError ? null : r?.structuredContent), () => null),
   ]);
-  state.catalog = { providers, styles, resolutions };
+  state.catalog = { providers, styles, resolutions, editors: editorsFrom(listed) };
   const prefs = storage.get(localStorage, "wdd.form", {});
   const select = $("provider");
   select.replaceChildren();
@@ -240,6 +247,7 @@ async function loadCatalog() {
   if (preferred) select.value = preferred;
   select.disabled = configured.length === 0;
   fillProviderOptions(prefs);
+  fillEditProviders();
 }
 
 function orientation(res) {
@@ -288,12 +296,22 @@ function fillProviderOptions(prefs = {}) {
 
   $("seed").disabled = provider.supports_seed === false;
   $("negative").disabled = provider.supports_negative_prompt === false;
+
+  fillAspectOptions($("aspect"), provider, "From size");
+  $("aspect").disabled = false;
+  const quality = $("quality");
+  // A provider without a quality mapping would only ignore it (with a warning): offer none.
+  quality.disabled = !provider.quality;
+  if (quality.disabled) quality.value = "";
   syncCustomFields();
 }
 
 function syncCustomFields() {
+  // An aspect ratio picks the size, so the size list steps aside while one is chosen.
+  const byAspect = $("aspect").value !== "";
+  if (state.catalog) $("resolution").disabled = byAspect;
   $("style-custom-field").hidden = $("style").value !== CUSTOM;
-  $("resolution-custom-field").hidden = $("resolution").value !== CUSTOM;
+  $("resolution-custom-field").hidden = byAspect || $("resolution").value !== CUSTOM;
 }
 
 function rememberForm() {
@@ -312,9 +330,15 @@ function collectParams() {
   const style = $("style").value === CUSTOM ? $("style-custom").value.trim() : $("style").value;
   if ($("style").value === CUSTOM && !style) return { error: "Type a style code, or pick a style from the list.", field: "style-custom" };
   if (style) params.style = style;
-  const resolution = $("resolution").value === CUSTOM ? $("resolution-custom").value.trim() : $("resolution").value;
-  if ($("resolution").value === CUSTOM && !resolution) return { error: "Type a size such as 900x600, or pick one from the list.", field: "resolution-custom" };
-  if (resolution) params.resolution = resolution;
+  const aspect = $("aspect").value;
+  if (aspect) {
+    params.aspect_ratio = aspect;
+  } else {
+    const resolution = $("resolution").value === CUSTOM ? $("resolution-custom").value.trim() : $("resolution").value;
+    if ($("resolution").value === CUSTOM && !resolution) return { error: "Type a size such as 900x600, or pick one from the list.", field: "resolution-custom" };
+    if (resolution) params.resolution = resolution;
+  }
+  if ($("quality").value && !$("quality").disabled) params.quality = $("quality").value;
   const negative = $("negative").value.trim();
   if (negative && !$("negative").disabled) params.negative_prompt = negative;
   const seedText = $("seed").value.trim();
@@ -368,11 +392,11 @@ async function callWithReconnect(name, args, options) {
   }
 }
 
-async function runGeneration(params, signal) {
+async function runGeneration(tool, params, signal) {
   const onProgress = (p) => progress.update(p);
   const options = { onProgress, signal, timeoutMs: (WAIT_SECONDS + 60) * 1000 };
   const args = { ...params, inline: "thumbnail", wait_seconds: WAIT_SECONDS, idempotency_key: randomKey() };
-  let parsed = parseToolResult(await callWithReconnect("generate_image", args, options));
+  let parsed = parseToolResult(await callWithReconnect(tool, args, options));
   while (parsed.ok && parsed.jobId && !FINAL_STATES.includes(parsed.status)) {
     state.busy.jobId = parsed.jobId;
     progress.note(`Still ${parsed.status}; waiting for job ${parsed.jobId.slice(0, 8)}…`);
@@ -383,50 +407,55 @@ async function runGeneration(params, signal) {
   return parsed;
 }
 
-async function generate(params, { label = "Generating…", sourceId = null } = {}) {
+function syncButtons() {
+  const busy = state.busy?.button;
+  $("generate-button").disabled = !state.client || busy === $("generate-button");
+  $("edit-button").disabled = !state.client || !state.catalog?.editors?.length || busy === $("edit-button");
+}
+
+/**
+ * The one path of generate_image and edit_image: busy state, live progress, polling, the result
+ * into the gallery, errors into the error box. Resolves to the new gallery items, or null.
+ *
+ *   job: {tool, args, label, button, busyText, failTitle, request: {prompt, params}, extra, sourceId}
+ */
+async function runJob({ tool, args, label, button, busyText, failTitle, request, extra = {}, sourceId = null }) {
   if (!state.client) {
     showAlert("generate-error", "Connect to a server first.");
     setConnectOpen(true);
     $("server-url").focus();
-    return;
+    return null;
   }
   if (state.busy) {
     toast("One generation at a time: wait for this one, or cancel it.");
-    return;
+    return null;
   }
   showAlert("generate-error", "");
   const controller = new AbortController();
-  state.busy = { controller, jobId: null, sourceId };
+  state.busy = { controller, jobId: null, sourceId, button };
   if (sourceId) galleryView.setBusy(sourceId, true);
-  const button = $("generate-button");
+  const idleText = button.textContent;
   button.disabled = true;
-  button.textContent = "Generating…";
-  progress.start(label);
+  button.textContent = busyText;
+  progress.start(label, { failTitle });
+  $("progress").scrollIntoView({ block: "nearest" });
   const startedAt = performance.now();
   try {
-    const parsed = await runGeneration(params, controller.signal);
+    const parsed = await runGeneration(tool, args, controller.signal);
     if (!parsed.ok) {
       const text = toolErrorText(parsed.error || { message: parsed.text });
       showAlert("generate-error", text);
       progress.finish(text, { error: true });
-      return;
+      return null;
     }
-    const items = itemsFromResult(parsed, { prompt: params.prompt, params });
+    const items = itemsFromResult(parsed, request).map((item) => ({ ...item, ...extra }));
     state.items = [...items, ...state.items.filter((i) => !items.some((n) => n.id === i.id))].slice(0, MAX_ITEMS);
     saveItems();
     renderGallery();
     const seconds = ((performance.now() - startedAt) / 1000).toFixed(1);
     progress.finish(`${items.length} image${items.length === 1 ? "" : "s"} ready in ${seconds} s.`);
     for (const w of parsed.warnings) toast(capitalise(w), { tone: "warn", timeout: 8000 });
-    if (state.autoPlace && items.length) {
-      const slot = state.autoPlace;
-      setAutoPlace(null);
-      place(items[0], slot);
-    } else if (isNarrow()) {
-      toast(`${items.length} new image${items.length === 1 ? "" : "s"} in the gallery.`, {
-        action: { label: "View", onClick: () => setView("gallery", { focus: true }) },
-      });
-    }
+    return items;
   } catch (err) {
     const text = describeError(err, { url: state.client?.url });
     if (err instanceof McpError && err.kind === "cancelled") {
@@ -435,12 +464,211 @@ async function generate(params, { label = "Generating…", sourceId = null } = {
       showAlert("generate-error", text);
       progress.finish(text, { error: true });
     }
+    return null;
   } finally {
     if (sourceId) galleryView.setBusy(sourceId, false);
     state.busy = null;
-    button.disabled = !state.client;
-    button.textContent = "Generate";
+    button.textContent = idleText;
+    syncButtons();
   }
+}
+
+async function generate(params, { label = "Generating…", sourceId = null } = {}) {
+  const items = await runJob({
+    tool: "generate_image",
+    args: params,
+    label,
+    button: $("generate-button"),
+    busyText: "Generating…",
+    request: { prompt: params.prompt, params },
+    sourceId,
+  });
+  if (!items) return;
+  if (state.autoPlace && items.length) {
+    const slot = state.autoPlace;
+    setAutoPlace(null);
+    place(items[0], slot);
+  } else if (isNarrow()) {
+    toast(`${items.length} new image${items.length === 1 ? "" : "s"} in the gallery.`, {
+      action: { label: "View", onClick: () => setView("gallery", { focus: true }) },
+    });
+  }
+}
+
+// --- editing ---------------------------------------------------------------------------------
+
+const compare = new CompareView({
+  before: { img: $("edit-before"), frame: $("edit-before-frame"), empty: $("edit-before-empty") },
+  after: { img: $("edit-after"), frame: $("edit-after-frame"), empty: $("edit-after-empty") },
+  info: $("edit-source-info"),
+});
+const AFTER_EMPTY = "The edited image appears here.";
+
+function setMode(mode) {
+  state.mode = mode;
+  for (const b of document.querySelectorAll(".mode")) b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
+  $("generate-form").hidden = mode !== "generate";
+  $("edit-form").hidden = mode !== "edit";
+  $("create-title").textContent = mode === "edit" ? "Edit an image" : "Create images";
+}
+
+function fillEditProviders() {
+  const select = $("edit-provider");
+  const { editors, providers } = state.catalog;
+  select.replaceChildren();
+  for (const p of editors) select.append(new Option(p.display_name || p.name, p.name));
+  if (!editors.length) select.append(new Option("None can edit", ""));
+  const preferred = editors.find((p) => p.name === providers.default_provider) || editors[0];
+  if (preferred) select.value = preferred.name;
+  select.disabled = editors.length === 0;
+  fillEditOptions();
+}
+
+function fillEditOptions() {
+  const editor = (state.catalog?.editors || []).find((p) => p.name === $("edit-provider").value);
+  const notes = $("edit-provider-notes");
+  if (!editor) {
+    notes.textContent = "None of this server's configured providers can edit images.";
+    $("edit-aspect").disabled = true;
+    syncButtons();
+    return;
+  }
+  fillAspectOptions($("edit-aspect"), editor, "Original");
+  $("edit-aspect").disabled = false;
+  const most = editor.edit.max_images;
+  notes.textContent = editor.edit.notes || `Takes up to ${most} image${most === 1 ? "" : "s"}${editor.edit.mask ? " and a mask" : ""}.`;
+  notes.title = notes.textContent;
+  syncButtons();
+}
+
+/** Show `source` as the image to edit (Before); After goes back to its placeholder. */
+async function setEditSource(source) {
+  state.editSource = source;
+  compare.show("after", null, AFTER_EMPTY);
+  const label = source.kind === "upload" ? source.name : source.prompt || `image ${source.id.slice(0, 8)}`;
+  const where = source.kind === "upload" ? "Uploaded" : "From the gallery";
+  compare.note(`${where}: ${label}${describeSize(source) ? ` · ${describeSize(source)}` : ""}`);
+  const shown = await compare.show("before", {
+    sources: source.kind === "upload" ? [state.uploads.get(source.key)] : [source.url, source.thumbnail],
+    alt: `Before: ${label}`,
+    href: source.url,
+    width: source.width,
+    height: source.height,
+    missing: source.kind === "upload" ? "Your browser can't show this file as an image." : "Image no longer available on the server",
+  }, "");
+  if (state.editSource !== source) return;
+  if (shown && source.kind === "upload") {
+    Object.assign(source, shown);
+    compare.note(`${where}: ${label} · ${describeSize(source)}`);
+  } else if (!shown && source.kind === "upload") {
+    compare.note(`${where}: ${label} · ${describeSize(source)} · not an image your browser can show`);
+  }
+}
+
+/** A gallery item (or what an edit remembers of one) as the image to edit. */
+function imageSource(item) {
+  return {
+    kind: "image", id: item.id, url: item.url || null, thumbnail: item.thumbnail || null, prompt: item.prompt,
+    width: item.width, height: item.height, size: item.sizeBytes,
+  };
+}
+
+function editFrom(item) {
+  $("edit-file").value = "";
+  setEditSource(imageSource(item));
+  setMode("edit");
+  setView("create");
+  $("edit-prompt").focus();
+}
+
+async function onUpload() {
+  const file = $("edit-file").files[0];
+  if (!file) return;
+  showAlert("generate-error", "");
+  const upload = await readUpload(file, MAX_UPLOAD_BYTES);
+  if (upload.error) {
+    $("edit-file").value = "";
+    showAlert("generate-error", upload.error);
+    $("edit-file").focus();
+    return;
+  }
+  const key = randomKey();
+  state.uploads.set(key, upload.dataUri);
+  while (state.uploads.size > MAX_UPLOADS) state.uploads.delete(state.uploads.keys().next().value);
+  await setEditSource({ kind: "upload", key, name: upload.name, size: upload.size });
+}
+
+/** Arguments for edit_image from the edit form (without the image), or an error sentence. */
+function collectEditParams() {
+  if (!state.editSource) {
+    return { error: "Pick the image to edit first: press Edit on a gallery image, or upload one.", field: "edit-file" };
+  }
+  const prompt = $("edit-prompt").value.trim();
+  if (!prompt) return { error: "Describe the change you want first.", field: "edit-prompt" };
+  const params = { prompt };
+  if ($("edit-provider").value) params.provider = $("edit-provider").value;
+  if ($("edit-aspect").value) params.aspect_ratio = $("edit-aspect").value;
+  return { params };
+}
+
+/** edit_image on `source`; the result goes into the gallery and the After side. */
+async function edit(source, params, { label = "Editing…", sourceId = null } = {}) {
+  const image = source.kind === "upload" ? state.uploads.get(source.key) : source.id;
+  if (!image) {
+    toast("The uploaded original is no longer in memory: upload it again.", { tone: "warn" });
+    return;
+  }
+  const { kind, id, key, name, url, prompt, width, height } = source;
+  if (state.client && !state.busy) compare.show("after", null, "Editing…");
+  const items = await runJob({
+    tool: "edit_image",
+    args: { ...params, images: [image] },
+    label,
+    button: $("edit-button"),
+    busyText: "Editing…",
+    failTitle: "Not edited",
+    request: { prompt: params.prompt, params },
+    // What was edited, so "Regenerate" edits it again; an upload is named by its in-memory key.
+    extra: { edit: { kind, id, key, name, url, prompt, width, height } },
+    sourceId: sourceId || (kind === "image" ? id : null),
+  });
+  if (state.editSource !== source) return;
+  const after = items?.[0];
+  if (!after) {
+    compare.show("after", null, AFTER_EMPTY);
+    return;
+  }
+  await compare.show("after", {
+    sources: [after.url, after.thumbnail],
+    alt: `After: ${after.prompt}`,
+    href: after.url,
+    width: after.width,
+    height: after.height,
+  }, AFTER_EMPTY);
+}
+
+/** "Regenerate" on an edited image: the same edit of the same original, again. */
+function editAgain(item) {
+  if (state.busy) {
+    toast("One generation at a time: wait for this one, or cancel it.");
+    return undefined;
+  }
+  const original = item.edit;
+  let source;
+  if (original.kind === "upload") {
+    if (!state.uploads.has(original.key)) {
+      toast("The uploaded original is only kept until the page reloads: upload it again under Edit.", { tone: "warn" });
+      return undefined;
+    }
+    source = { kind: "upload", key: original.key, name: original.name, width: original.width, height: original.height };
+  } else {
+    source = imageSource(state.items.find((i) => i.id === original.id) || original);
+  }
+  const { seed, ...params } = item.params || { prompt: item.prompt };
+  setMode("edit");
+  setEditSource(source);
+  $("edit-prompt").value = params.prompt || "";
+  return edit(source, params, { label: "Editing again…", sourceId: item.id });
 }
 
 function cancelGeneration() {
@@ -479,11 +707,15 @@ const galleryView = createGallery($("gallery-root"), {
   emptyText: "Your images will appear here. Write a prompt and press Generate.",
   actions: [
     { id: "place", label: "Use in page", menu: SLOTS.map((s) => ({ id: `place:${s.id}`, label: `${s.label}` })) },
+    { id: "edit", label: "Edit", icon: "edit", title: "Edit: describe a change to this image" },
     { id: "regenerate", label: "Regenerate", icon: "refresh", iconOnly: true, title: "Regenerate: a new variation of this image" },
     { id: "copy-url", label: "Copy URL", icon: "link", secondary: true },
     { id: "copy-prompt", label: "Copy prompt", icon: "quote", secondary: true },
   ],
-  badges: (item) => SLOTS.filter((s) => state.page.slots[s.id]?.id === item.id).map((s) => s.label),
+  badges: (item) => [
+    ...(item.edit ? ["Edited"] : []),
+    ...SLOTS.filter((s) => state.page.slots[s.id]?.id === item.id).map((s) => s.label),
+  ],
   loadFallback: async (item) => {
     if (!state.client) return null;
     const result = await state.client.callTool("get_image_data", { image_id: item.id });
@@ -493,6 +725,10 @@ const galleryView = createGallery($("gallery-root"), {
   onAction: async (action, item) => {
     if (action.startsWith("place:")) {
       place(item, action.slice(6));
+    } else if (action === "edit") {
+      editFrom(item);
+    } else if (action === "regenerate" && item.edit) {
+      await editAgain(item);
     } else if (action === "regenerate") {
       const base = item.params || { prompt: item.prompt, provider: item.provider, style: item.style, resolution: item.resolution };
       const { seed, ...params } = base;
@@ -578,8 +814,10 @@ function prepareSlotGeneration(slotId) {
   const res = $("resolution");
   if ([...res.options].some((o) => o.value === slot.resolution)) res.value = slot.resolution;
   $("count").value = "1";
+  $("aspect").value = "";
   syncCustomFields();
   setAutoPlace(slotId);
+  setMode("generate");
   setView("create");
   prompt.focus();
   prompt.select();
@@ -651,6 +889,30 @@ function init() {
     if (e.key === "Enter" && (e.metaKey || e.ctrlKey)) $("generate-form").requestSubmit();
   });
   $("cancel-button").addEventListener("click", cancelGeneration);
+
+  $("aspect").addEventListener("change", syncCustomFields);
+  for (const b of document.querySelectorAll(".mode")) {
+    b.addEventListener("click", () => {
+      setMode(b.dataset.mode);
+      $(b.dataset.mode === "edit" ? (state.editSource ? "edit-prompt" : "edit-file") : "prompt").focus();
+    });
+  }
+  $("edit-file").addEventListener("change", onUpload);
+  $("edit-provider").addEventListener("change", fillEditOptions);
+  $("edit-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const { params, error, field } = collectEditParams();
+    if (error) {
+      showAlert("generate-error", error);
+      $(field).focus();
+      return;
+    }
+    edit(state.editSource, params);
+  });
+  $("edit-prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.metaKey || e.ctrlKey)) $("edit-form").requestSubmit();
+  });
+  $("edit-file-hint").textContent = `PNG, JPEG or WebP, up to ${formatBytes(MAX_UPLOAD_BYTES)}.`;
 
   const ideas = $("prompt-ideas");
   for (const idea of PROMPT_IDEAS) {

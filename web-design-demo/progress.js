@@ -29,7 +29,9 @@ export class ProgressView {
     this.percent = 0;
   }
 
-  start(label) {
+  /** `failTitle` is the heading a failure gets ("Not generated", "Not edited"). */
+  start(label, { failTitle = "Not generated" } = {}) {
+    this.failTitle = failTitle || "Not generated";
     this.percent = 2;
     this.started = performance.now();
     this.title.textContent = label;
@@ -79,7 +81,7 @@ export class ProgressView {
     if (!error) this.percent = 100;
     this.paint();
     this.msg.textContent = message;
-    this.title.textContent = error ? "Not generated" : "Done";
+    this.title.textContent = error ? this.failTitle || "Not generated" : "Done";
     this.box.classList.toggle("is-error", error);
     this.box.classList.toggle("is-done", !error);
     this.cancel.hidden = true;

@@ -18,7 +18,7 @@ from . import BlobInfo
 __all__ = ["TMP_PREFIX", "FileBlobStore"]
 
 TMP_PREFIX: Final = ".tmp-"
-_NAME_RE: Final = re.compile(r"^(?:\.records/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\Z")
+_NAME_RE: Final = re.compile(r"^(?:\.records/|\.inputs/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\Z")
 """Names this store accepts: one level below the folder (or its ``.records``), never ``..``."""
 
 
@@ -77,9 +77,23 @@ class FileBlobStore:
                 f"MCP_IMAGE_SAVE_DIR={self.directory} is not a writable directory: {exc.strerror or exc}",
                 details={"path": str(self.directory)},
             ) from exc
-        for directory in (self.directory, self.directory / ".records"):
-            for leftover in directory.glob(f"{TMP_PREFIX}*"):
-                leftover.unlink(missing_ok=True)
+
+    def sweep_temp(self, older_than: float) -> list[str]:
+        """Remove temp files (``.tmp-*``, here and in ``.records``) last modified before ``older_than``.
+
+        A younger one may be a write in progress, here or in another process sharing the folder.
+        Returns the names removed.
+        """
+        removed = []
+        for prefix in ("", ".records/"):
+            for name, info in self.scan(prefix).items():
+                if name.removeprefix(prefix).startswith(TMP_PREFIX) and info.last_modified < older_than:
+                    try:
+                        (self.directory / name).unlink(missing_ok=True)
+                    except OSError:
+                        continue
+                    removed.append(name)
+        return removed
 
     def put(self, name: str, data: bytes) -> None:
         path = self._path(name)
@@ -87,8 +101,9 @@ class FileBlobStore:
             try:
                 _atomic_write(path.parent, path.name, data)
             except FileNotFoundError:
-                # Someone removed the save directory while we run: recreate it rather than fail forever.
-                (self.directory / ".records").mkdir(parents=True, exist_ok=True)
+                # A first write under a new prefix (``.inputs/``), or someone removed the save directory
+                # while we run: create it rather than fail forever.
+                path.parent.mkdir(parents=True, exist_ok=True)
                 _atomic_write(path.parent, path.name, data)
         except OSError as exc:
             raise StorageError(

@@ -10,7 +10,7 @@ from .base import Provider, ProviderSpec
 
 __all__ = ["BUILTIN_MODULES", "Provider", "ProviderSpec", "builtin_specs", "registry"]
 
-BUILTIN_MODULES: Final = ("local", "hunyuan", "openai", "doubao", "modelscope")
+BUILTIN_MODULES: Final = ("local", "hunyuan", "openai", "gemini", "doubao", "modelscope")
 """Modules under ``mcp_image_server.providers`` exposing ``SPEC``; importing them is cheap (SDKs load lazily)."""
 
 

@@ -1,14 +1,18 @@
 """Doubao Seedream on Volcengine Ark through ``AsyncArk`` (PROVIDERS.md §2).
 
 One synchronous call per image (``n`` images = ``n`` concurrent calls, each with group mode
-off), so the count is exact and seeds can differ per image. Results come back as ``b64_json``:
-no second download and no 24-hour URL to race. When the configured model is missing or closed
-the fallback model (if set) is tried once, with a warning in the result.
+off), so the count is exact and seeds can differ per image. An edit is one call carrying the
+inputs as ``image`` (a data URI, or a list of up to 14) and, for ``n > 1``, group output
+(``sequential_image_generation="auto"``, ``max_images=n``), where the model may make fewer.
+Results come back as ``b64_json``: no second download and no 24-hour URL to race; each item
+is checked for its own ``error``. When the configured model is missing or closed the fallback
+model (if set) is tried once, with a warning in the result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 from collections.abc import Iterable
@@ -20,7 +24,9 @@ from ..errors import (
     AuthFailedError,
     BadImageDataError,
     ContentRejectedError,
+    EditNotSupportedError,
     InvalidArgumentError,
+    InvalidImageError,
     ModelNotFoundError,
     ProviderError,
     ProviderInvalidArgumentError,
@@ -28,11 +34,21 @@ from ..errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
+    TooManyImagesError,
     UnknownResolutionError,
     UnknownStyleError,
     UnsupportedOptionError,
 )
-from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult, StyleInfo
+from ..imaging import fit_input
+from ..models import (
+    GeneratedImage,
+    GenerationRequest,
+    InputImage,
+    ProgressFn,
+    ProviderCatalog,
+    ProviderResult,
+    StyleInfo,
+)
 from .base import Provider, ProviderSpec
 from .download import decode_b64, decode_image, gather_all, redact, report, retry_after_seconds
 
@@ -45,6 +61,19 @@ logger = logging.getLogger(__name__)
 
 NAME: Final = "doubao"
 DEFAULT_BASE_URL: Final = "https://ark.cn-beijing.volces.com/api/v3"
+
+MAX_REFERENCES: Final = 14
+"""Seedream 4.0 and later take up to 14 input images (Ark docs, 图片传入限制)."""
+MAX_GROUP: Final = 15
+"""References plus images made in one group request."""
+REFERENCE_MIME_TYPES: Final = ("image/jpeg", "image/png")
+"""What every Seedream model reads; others (WebP) are converted to the first."""
+REFERENCE_MAX_BYTES: Final = 10 * 1024 * 1024
+REFERENCE_MAX_SIDE: Final = 4096
+"""Ark allows 6000x6000 px, but Seedream makes at most 4096x4096: more only costs upload time."""
+REFERENCE_MIN_SIDE: Final = 15
+"""Ark wants both sides > 14 px."""
+REFERENCE_MAX_ASPECT: Final = 16
 
 STYLES: Final = (
     StyleInfo("general", "General", "high quality, detailed, balanced composition"),
@@ -64,7 +93,10 @@ STYLES: Final = (
 CATALOG: Final = ProviderCatalog(
     name=NAME,
     display_name="Doubao Seedream (Volcengine Ark)",
-    description="ByteDance Seedream text-to-image on Volcengine Ark; large (2K-4K) images, good with Chinese.",
+    description=(
+        "ByteDance Seedream on Volcengine Ark: text-to-image and editing with reference images; large (2K-4K) "
+        "images, good with Chinese."
+    ),
     models=(
         "doubao-seedream-4-0-250828",
         "doubao-seedream-4-5-251128",
@@ -98,6 +130,15 @@ CATALOG: Final = ProviderCatalog(
         "the model pick (2K). Seeds and guidance_scale (1-10) apply to Seedream 3.0 only. n images are n calls. "
         "Seedream answers JPEG; other formats are converted locally."
     ),
+    max_input_images=MAX_REFERENCES,
+    supports_mask=False,
+    edit_notes=(
+        "Seedream 4.0, 4.5 and 5.0 edit with 1-14 input images, the first being the one to change and the "
+        "rest references (sent as JPEG or PNG data URIs, long side <= 4096, <= 10 MB, aspect ratio within "
+        "1:16..16:1). n > 1 asks for a group of related images (references + images <= 15); the model may "
+        "make fewer, so say how many you want in the prompt. Seedream 3.0 (t2i) cannot edit. No mask: "
+        "describe the part to change in the prompt."
+    ),
 )
 
 
@@ -114,13 +155,17 @@ class _Family:
     seed_and_guidance: bool
     group_mode: bool
     native_formats: tuple[str, ...]
+    max_references: int
+    """Input images an edit may carry (0: text-to-image only)."""
 
 
 _FAMILIES: Final = (
-    _Family("seedream-3-0", (), 0, 1 << 62, (512, 2048), "1024x1024", True, False, ()),
-    _Family("seedream-4-0", ("1K", "2K", "4K"), 921_600, 16_777_216, None, "2K", False, True, ()),
-    _Family("seedream-4-5", ("2K", "4K"), 3_686_400, 16_777_216, None, "2K", False, True, ()),
-    _Family("seedream-5-0", ("2K", "3K"), 3_686_400, 16_777_216, None, "2K", False, True, ("png", "jpeg")),
+    _Family("seedream-3-0", (), 0, 1 << 62, (512, 2048), "1024x1024", True, False, (), 0),
+    _Family("seedream-4-0", ("1K", "2K", "4K"), 921_600, 16_777_216, None, "2K", False, True, (), MAX_REFERENCES),
+    _Family("seedream-4-5", ("2K", "4K"), 3_686_400, 16_777_216, None, "2K", False, True, (), MAX_REFERENCES),
+    _Family(
+        "seedream-5-0", ("2K", "3K"), 3_686_400, 16_777_216, None, "2K", False, True, ("png", "jpeg"), MAX_REFERENCES
+    ),
 )
 _SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
 _MODEL_GONE: Final = frozenset(
@@ -234,6 +279,8 @@ class DoubaoProvider(Provider):
         if not 1 <= request.n <= CATALOG.max_n:
             raise InvalidArgumentError(f"doubao makes 1-{CATALOG.max_n} images per request, got {request.n}")
         fam = _family(model)
+        if request.is_edit:
+            _check_edit(request, model, fam)
         size = request.resolution if request.width else (fam.auto_size if fam else "2048x2048")
         if (why := size_problem(model, size)) is not None:
             raise UnknownResolutionError(why, details={"provider": NAME, "model": model, "resolution": size})
@@ -260,6 +307,8 @@ class DoubaoProvider(Provider):
             warnings.append(f"{model} ignores seed and guidance_scale; they were not sent")
         elif scale is not None:
             base["guidance_scale"] = float(scale)
+        if request.is_edit:  # one call: the references go once, several images come as a group
+            return [self._edit_call(base, request, warnings)], warnings
         calls = []
         for i in range(request.n):
             call = dict(base)
@@ -268,9 +317,29 @@ class DoubaoProvider(Provider):
             calls.append(call)
         return calls, warnings
 
+    @staticmethod
+    def _edit_call(base: dict[str, Any], request: GenerationRequest, warnings: list[str]) -> dict[str, Any]:
+        """``base`` for an edit (``image`` is added once the inputs are converted)."""
+        from volcenginesdkarkruntime.types.images import SequentialImageGenerationOptions
+
+        call = dict(base)
+        if request.n == 1:
+            return call
+        count = min(request.n, MAX_GROUP - len(request.images))
+        if count < request.n:
+            warnings.append(
+                f"Seedream makes at most {MAX_GROUP} images with its references; asked for {count}, not {request.n}"
+            )
+        call["sequential_image_generation"] = "auto"
+        call["sequential_image_generation_options"] = SequentialImageGenerationOptions(max_images=count)
+        return call
+
     async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
         model = request.model or self._model
         calls, warnings = self._calls(request, model)
+        image = await _references(request.images) if request.is_edit else None  # local: outside the timeout
+        for call in calls:
+            call["image"] = image
         try:
             async with asyncio.timeout(self._timeout):
                 try:
@@ -280,7 +349,9 @@ class DoubaoProvider(Provider):
                     if not fallback or fallback == model or model != self._model:
                         raise
                     try:
-                        calls, warnings = self._calls(request, fallback)  # its size rules may differ
+                        calls, warnings = self._calls(request, fallback)  # its size and edit rules may differ
+                        for call in calls:
+                            call["image"] = image
                     except InvalidArgumentError as why:
                         exc.details.update(fallback_model=fallback, fallback_skipped=why.message)
                         raise exc from exc.__cause__
@@ -297,19 +368,25 @@ class DoubaoProvider(Provider):
     async def _batch(
         self, calls: list[dict[str, Any]], request: GenerationRequest, progress: ProgressFn | None
     ) -> tuple[list[GeneratedImage], list[str]]:
-        await report(progress, f"requested {len(calls)} image(s) from {calls[0]['model']}")
+        inputs = f" ({len(request.images)} input image(s))" if request.is_edit else ""
+        what = f"{request.n} edited image(s)" if request.is_edit else f"{len(calls)} image(s)"
+        await report(progress, f"requested {what} from {calls[0]['model']}{inputs}")
         results = await gather_all(self._one(call, request) for call in calls)
-        images = [img for found, _ in results for img in found]
-        rejected = [err for _, err in results if err is not None]
+        images = [img for found, _ in results for img in found][: request.n]
+        rejected = [err for _, errs in results for err in errs]
         if not images:
             raise rejected[0]
-        more = [f"doubao withheld {len(rejected)} of {len(calls)} images: {rejected[0].message}"] if rejected else []
+        made = len(images) + len(rejected)
+        asked = sum(_asked(call) for call in calls)
+        more = [f"doubao withheld {len(rejected)} of {made} images: {rejected[0].message}"] if rejected else []
+        if made < asked:  # group mode: the model decides how many images the set has
+            more.append(f"Seedream made {made} of the {asked} images asked for; say how many in the prompt")
         return images, more
 
     async def _one(
         self, call: dict[str, Any], request: GenerationRequest
-    ) -> tuple[list[GeneratedImage], ProviderError | None]:
-        """One Ark call; an item-level error (output moderation) is returned, not raised."""
+    ) -> tuple[list[GeneratedImage], list[ProviderError]]:
+        """One Ark call; item-level errors (output moderation) are returned, not raised."""
         from volcenginesdkarkruntime._exceptions import ArkAPIError, ArkError
 
         try:
@@ -321,7 +398,7 @@ class DoubaoProvider(Provider):
             bad = TypeError(f"images.generate returned {type(response).__name__}")
             raise _map_error(bad, self._secrets) from bad
         images: list[GeneratedImage] = []
-        failure: ProviderError | None = None
+        failures: list[ProviderError] = []
         for item in items:
             if (err := _field(item, "error")) is not None:
                 vendor = ArkAPIError(
@@ -331,12 +408,76 @@ class DoubaoProvider(Provider):
                 )
                 failure = _map_error(vendor, self._secrets)
                 failure.__cause__ = vendor  # what ``raise ... from vendor`` would record
+                failures.append(failure)
                 continue
             data = decode_b64(_field(item, "b64_json"), provider=NAME, max_bytes=self._max_bytes)
             images.append(await decode_image(data, provider=NAME, want=request.output_format, seed=call.get("seed")))
-        if not images and failure is None:
+        if not images and not failures:
             raise BadImageDataError("doubao returned no images", provider=NAME)
-        return images, failure
+        return images, failures
+
+
+def _asked(call: dict[str, Any]) -> int:
+    """Images one call asks for: ``max_images`` in group mode, else 1."""
+    options = call.get("sequential_image_generation_options")
+    return int(getattr(options, "max_images", None) or 1)
+
+
+def _check_edit(request: GenerationRequest, model: str, fam: _Family | None) -> None:
+    """Whether ``model`` can make this edit; custom endpoints (``ep-...``) are not checked.
+
+    Raises:
+        EditNotSupportedError: a text-to-image model (Seedream 3.0), or a mask (``field: mask``).
+        TooManyImagesError: more inputs than the model takes.
+    """
+    if request.mask is not None:
+        raise EditNotSupportedError(
+            "doubao (Seedream) takes no mask; describe the part to change in the prompt",
+            details={"provider": NAME, "model": model, "field": "mask"},
+        )
+    limit = MAX_REFERENCES if fam is None else fam.max_references
+    if limit == 0:
+        raise EditNotSupportedError(
+            f"{model} is a text-to-image model and cannot edit; edits need Seedream 4.0 or later "
+            f"(e.g. DOUBAO_MODEL={CATALOG.models[0]})",
+            details={"provider": NAME, "model": model},
+        )
+    if len(request.images) > limit:
+        raise TooManyImagesError(
+            f"{model} takes at most {limit} input images, got {len(request.images)}",
+            details={"provider": NAME, "model": model, "images": len(request.images), "max": limit},
+        )
+
+
+async def _references(images: tuple[InputImage, ...]) -> str | list[str]:
+    """The inputs as Ark's ``image``: one data URI, or a list of them (in order).
+
+    Raises:
+        InvalidImageError: an input outside Ark's aspect ratio range, or one Pillow cannot re-encode.
+    """
+    uris = []
+    for i, image in enumerate(images):
+        if max(image.width, image.height) > REFERENCE_MAX_ASPECT * min(image.width, image.height):
+            raise InvalidImageError(
+                f"Seedream takes images with an aspect ratio within 1:16..16:1; image {i + 1} is "
+                f"{image.width}x{image.height}",
+                details={"provider": NAME, "field": f"images[{i}]"},
+            )
+        try:
+            fitted = await asyncio.to_thread(
+                fit_input,
+                image,
+                REFERENCE_MIME_TYPES,
+                max_side=REFERENCE_MAX_SIDE,
+                max_bytes=REFERENCE_MAX_BYTES,
+                min_side=REFERENCE_MIN_SIDE,
+            )
+        except (OSError, ValueError) as exc:
+            raise InvalidImageError(
+                f"doubao: cannot convert image {i + 1} ({exc})", details={"provider": NAME, "field": f"images[{i}]"}
+            ) from exc
+        uris.append(f"data:{fitted.mime_type};base64,{base64.b64encode(fitted.data).decode('ascii')}")
+    return uris[0] if len(uris) == 1 else uris
 
 
 def _is_configured(settings: Settings) -> bool:

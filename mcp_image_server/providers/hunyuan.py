@@ -2,11 +2,18 @@
 
 Uses the SDK's async client (httpx) so polling never blocks the loop. Result URLs live one
 hour, so they are downloaded as soon as the job reports status "5".
+
+Edits are image-to-image on the same job: one input as ``ContentImage.ImageBase64`` (JPEG or
+PNG, under 5000 px a side and 8 MB as base64, per the SDK docstring). With an input the job
+takes only the four sizes up to 1024x1024 (or none), and keeps prompt rewriting on, so a seed
+is not honoured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import json
 import logging
 import re
@@ -20,16 +27,19 @@ from ..errors import (
     AuthFailedError,
     ContentRejectedError,
     InvalidArgumentError,
+    MaskMismatchError,
     ProviderError,
     ProviderInvalidArgumentError,
     ProviderNotConfiguredError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
+    TooManyImagesError,
     UnknownResolutionError,
     UnknownStyleError,
     UnsupportedOptionError,
 )
+from ..imaging import fit_input
 from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult, StyleInfo
 from .base import Provider, ProviderSpec
 from .download import LazySession, download_image, gather_all, redact, report
@@ -67,6 +77,14 @@ STYLES: Final = tuple(
     )
 )
 
+EDIT_RESOLUTIONS: Final = ("768x768", "768x1024", "1024x768", "1024x1024")
+"""The only sizes a job with a ContentImage takes (SDK docstring); no size lets it adapt."""
+INPUT_TYPES: Final = ("image/jpeg", "image/png")
+INPUT_MAX_SIDE: Final = 4096
+"""Below the documented "each side under 5000" with room to spare."""
+INPUT_MAX_BYTES: Final = 6_000_000
+"""Its base64 (4/3 larger) stays under the documented 8 MB."""
+
 CATALOG: Final = ProviderCatalog(
     name=NAME,
     display_name="Tencent Hunyuan",
@@ -82,6 +100,16 @@ CATALOG: Final = ProviderCatalog(
     notes=(
         "Sizes are sent as W:H. A seed turns prompt rewriting (Revise) off so the seed is honoured. "
         "No visible AI logo. Results in another format than requested are converted locally."
+    ),
+    max_input_images=1,
+    supports_mask=False,
+    edit_resolutions=(*EDIT_RESOLUTIONS, "auto"),
+    edit_notes=(
+        "Image-to-image through SubmitHunyuanImageJob's ContentImage: one input image, sent inline as base64 "
+        f"(converted to JPEG/PNG, at most {INPUT_MAX_SIDE} px a side). The image guides the content of a new "
+        "picture (for a style change the output keeps its aspect ratio with a 1024 px long edge); it is not a "
+        "pixel-exact edit, and there are no references or masks. Sizes 768x768, 768x1024, 1024x768, 1024x1024 "
+        "or auto. Prompt rewriting stays on with an input, so seeds are ignored."
     ),
 )
 
@@ -232,6 +260,8 @@ class HunyuanProvider(Provider):
                 f"hunyuan does not offer {request.resolution}",
                 details={"provider": NAME, "allowed": list(CATALOG.resolutions)},
             )
+        if request.is_edit:
+            self._check_edit(request)
         if not 1 <= request.n <= CATALOG.max_n:
             raise InvalidArgumentError(f"hunyuan makes 1-{CATALOG.max_n} images per job, got {request.n}")
         if request.seed is not None and request.seed <= 0:
@@ -243,22 +273,54 @@ class HunyuanProvider(Provider):
             "Num": request.n,
             "LogoAdd": 0,
         }
+        if request.is_edit and request.width is None:  # no Resolution: the job adapts to the input
+            del body["Resolution"]
         if request.style:
             body["Style"] = request.style
         if request.negative_prompt:
             body["NegativePrompt"] = request.negative_prompt
-        if request.seed is not None:
+        if request.seed is not None and not request.is_edit:  # with an input, Revise stays on anyway
             body.update(Seed=request.seed, Revise=0)  # the service ignores the seed while Revise is on
         return body
 
+    @staticmethod
+    def _check_edit(request: GenerationRequest) -> None:
+        """The service checks count and mask against the catalog; this keeps direct callers honest."""
+        if len(request.images) > CATALOG.max_input_images:
+            raise TooManyImagesError(
+                f"hunyuan edits take one image, got {len(request.images)}",
+                details={"provider": NAME, "max_images": CATALOG.max_input_images, "count": len(request.images)},
+            )
+        if request.mask is not None:
+            raise MaskMismatchError("hunyuan edits take no mask", details={"provider": NAME})
+        if request.resolution != "auto" and request.resolution not in EDIT_RESOLUTIONS:
+            raise UnknownResolutionError(
+                f"hunyuan edits do not offer {request.resolution}",
+                details={"provider": NAME, "allowed": [*EDIT_RESOLUTIONS, "auto"]},
+            )
+
+    @staticmethod
+    async def _content_image(request: GenerationRequest) -> dict[str, str]:
+        fitted = await asyncio.to_thread(
+            fit_input, request.images[0], INPUT_TYPES, max_side=INPUT_MAX_SIDE, max_bytes=INPUT_MAX_BYTES
+        )
+        return {"ImageBase64": base64.b64encode(fitted.data).decode("ascii")}
+
     async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
         body = self._submit_body(request)
+        warnings: tuple[str, ...] = ()
+        if request.is_edit:
+            if not request.resume:  # a resumed job has its input already
+                body["ContentImage"] = await self._content_image(request)
+            if request.seed is not None:
+                warnings = ("hunyuan ignores the seed when it edits (prompt rewriting stays on with an input image)",)
         job = _Job()
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._run(body, request, progress, job)
+                result = await self._run(body, request, progress, job)
         except TimeoutError as exc:
             raise _map_error(exc, self._secrets, job.stage, job_id=job.job_id, timeout_s=self._timeout) from exc
+        return dataclasses.replace(result, warnings=result.warnings + warnings) if warnings else result
 
     async def _call(
         self,
@@ -355,7 +417,7 @@ class HunyuanProvider(Provider):
             max_bytes=self._max_bytes,
             timeout=self._download_timeout,
             want=request.output_format,
-            seed=request.seed,
+            seed=None if request.is_edit else request.seed,  # not honoured with an input image
             revised_prompt=revised if isinstance(revised, str) and revised else None,
         )
 

@@ -44,6 +44,12 @@ CATALOG: Final = ProviderCatalog(
     max_n=4,
     max_prompt_chars=4000,
     notes="Procedural renderer for offline use and tests; it does not understand the prompt beyond keywords.",
+    max_input_images=4,
+    supports_mask=True,
+    edit_notes=(
+        "A procedural edit, not a model: the prompt's rendering is laid into the first image (inside the "
+        "mask's transparent area, or over all of it at 45 %); further images become insets along the bottom."
+    ),
 )
 
 class LocalProvider(Provider):
@@ -63,7 +69,22 @@ class LocalProvider(Provider):
             seed = (base_seed + i) % 2**32
             if progress is not None:
                 await progress(f"rendering image {i + 1} of {request.n}")
-            data = await asyncio.to_thread(procedural.render, request.prompt, style, width, height, seed, request.output_format)
+            if request.is_edit:
+                data = await asyncio.to_thread(
+                    procedural.edit,
+                    [i.data for i in request.images],
+                    request.mask.data if request.mask else None,
+                    request.prompt,
+                    style,
+                    width,
+                    height,
+                    seed,
+                    request.output_format,
+                )
+            else:
+                data = await asyncio.to_thread(
+                    procedural.render, request.prompt, style, width, height, seed, request.output_format
+                )
             images.append(GeneratedImage(data=data, mime_type=mime, width=width, height=height, seed=seed))
         return ProviderResult(images=tuple(images), model=CATALOG.models[0])
 

@@ -13,15 +13,18 @@ import random
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from ..config import Settings
 from ..errors import (
+    EditNotSupportedError,
+    InvalidArgumentError,
     ProviderError,
     ProviderMismatchError,
     ProviderNotConfiguredError,
     RateLimitedError,
+    TooManyImagesError,
     UnknownProviderError,
     UnknownResolutionError,
     UnknownStyleError,
@@ -53,6 +56,24 @@ def parse_size(text: str) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
+ASPECT_RATIOS: Final = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
+QUALITIES: Final = ("low", "medium", "high")
+
+
+def _ratio(text: str) -> float:
+    w, _, h = text.partition(":")
+    return int(w) / int(h)
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """What an edit asks of a provider: how many inputs, whether a mask, the first input's size."""
+
+    images: int
+    mask: bool
+    size: tuple[int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """A request resolved against one provider's catalog."""
@@ -64,6 +85,8 @@ class Selection:
     warnings: tuple[str, ...] = ()
     pinned: bool = False
     """The caller named the provider (directly or by prefix): no failover to another."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Vendor options the neutral ``quality`` maps to (the caller's own options win)."""
 
 
 class ProviderManager:
@@ -135,6 +158,15 @@ class ProviderManager:
             "supports_seed": c.supports_seed,
             "options": list(c.options),
             "notes": c.notes,
+            "aspect_ratios": {r: _size_text(_size_for_ratio(c, _ratio(r))) for r in ASPECT_RATIOS},
+            "quality": {q: dict(v) for q, v in _quality_map(c).items()} or None,
+            "edit": {
+                "max_images": c.max_input_images,
+                "mask": c.supports_mask,
+                "notes": c.edit_notes or None,
+            }
+            if c.max_input_images
+            else None,
         }
 
     # --- selection --------------------------------------------------------------------------
@@ -165,13 +197,29 @@ class ProviderManager:
         n: int = 1,
         negative_prompt: str | None = None,
         seed: int | None = None,
+        aspect_ratio: str | None = None,
+        quality: str | None = None,
+        edit: Edit | None = None,
     ) -> Selection:
-        """Resolve the provider, style and size of a request.
+        """Resolve the provider, style and size of a request (an edit's: a provider that can edit).
+
+        ``resolution`` wins over ``aspect_ratio``; an edit with neither keeps its first image's shape.
 
         Raises:
             UnknownProviderError, ProviderMismatchError, ProviderNotConfiguredError,
-            UnknownStyleError, UnknownResolutionError, UnsupportedOptionError.
+            UnknownStyleError, UnknownResolutionError, UnsupportedOptionError, InvalidArgumentError,
+            EditNotSupportedError, TooManyImagesError.
         """
+        if aspect_ratio is not None and aspect_ratio not in ASPECT_RATIOS:
+            raise InvalidArgumentError(
+                f"aspect_ratio {aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}",
+                details={"field": "aspect_ratio", "choices": list(ASPECT_RATIOS)},
+            )
+        if quality is not None and quality not in QUALITIES:
+            raise InvalidArgumentError(
+                f"quality {quality!r} is not one of {', '.join(QUALITIES)}",
+                details={"field": "quality", "choices": list(QUALITIES)},
+            )
         style_prefix, style_value = self._split_prefix(style)
         res_prefix, res_value = self._split_prefix(resolution)
         named = provider.strip().lower() if provider and provider.strip() else None
@@ -190,7 +238,7 @@ class ProviderManager:
             )
         chosen = named or style_prefix or res_prefix
         pinned = chosen is not None
-        name = chosen or self.default_name
+        name = chosen or (self.default_name if edit is None else self._default_editor(edit))
         spec = self._spec(name)
         if name not in self.configured:
             raise ProviderNotConfiguredError(
@@ -199,9 +247,35 @@ class ProviderManager:
                 details={"provider": name, "configured": list(self.configured)},
             )
         catalog = spec.catalog
+        if edit is not None:
+            self._check_edit(catalog, edit)
+            if catalog.edit_resolutions:
+                sizes = catalog.edit_resolutions
+                default = catalog.default_resolution if catalog.default_resolution in sizes else sizes[0]
+                catalog = replace(catalog, resolutions=sizes, default_resolution=default, size_range=None)
         warnings: list[str] = []
         chosen_style = self._check_style(catalog, style_value)
-        width_height = self._check_size(catalog, res_value)
+        width_height: tuple[int, int] | None
+        if res_value or (aspect_ratio is None and edit is None):
+            width_height = self._check_size(catalog, res_value)
+            if res_value and aspect_ratio is not None:
+                warnings.append(f"resolution {res_value} was used; aspect_ratio {aspect_ratio} was ignored")
+        elif aspect_ratio is not None:
+            width_height = _size_for_ratio(catalog, _ratio(aspect_ratio))
+            if width_height is not None and abs(width_height[0] / width_height[1] / _ratio(aspect_ratio) - 1) > 0.02:
+                warnings.append(f"{name} has no {aspect_ratio} size; used the nearest, {_size_text(width_height)}")
+        elif "auto" in catalog.resolutions:
+            width_height = None  # the vendor follows the first image's shape
+        else:
+            assert edit is not None
+            width_height = _size_for_ratio(catalog, edit.size[0] / edit.size[1], edit.size)
+        vendor_options: dict[str, Any] = {}
+        if quality is not None:
+            mapped = _quality_map(catalog).get(quality)
+            if mapped is None:
+                warnings.append(f"{name} has no quality setting; quality={quality} was ignored")
+            else:
+                vendor_options = {k: v for k, v in mapped.items() if (options or {}).get(k) is None}
         if output_format not in catalog.formats:
             raise UnsupportedOptionError(
                 f"provider {name!r} cannot output {output_format}; formats: {', '.join(catalog.formats)}",
@@ -224,7 +298,34 @@ class ProviderManager:
         if seed is not None and not catalog.supports_seed:
             warnings.append(f"{name} does not take a seed; it was ignored")
         w, h = width_height if width_height else (None, None)
-        return Selection(name, chosen_style, w, h, tuple(warnings), pinned)
+        return Selection(name, chosen_style, w, h, tuple(warnings), pinned, vendor_options)
+
+    def _default_editor(self, edit: Edit) -> str:
+        """The default provider if it can do this edit, else the first configured one that can."""
+        for name in (self.default_name, *self.configured):
+            if _can_edit(self.catalog(name), edit):
+                return name
+        return self.default_name  # refused by _check_edit with the list of providers that can
+
+    def _check_edit(self, catalog: ProviderCatalog, edit: Edit) -> None:
+        editors = [n for n in self.configured if _can_edit(self.catalog(n), edit)]
+        hint = f"configured providers that can: {', '.join(editors)}" if editors else "no configured provider can"
+        if catalog.max_input_images == 0:
+            raise EditNotSupportedError(
+                f"provider {catalog.name!r} cannot edit images ({catalog.edit_notes or 'its API has no image input'}); "
+                + hint,
+                details={"provider": catalog.name, "editors": editors},
+            )
+        if edit.images > catalog.max_input_images:
+            raise TooManyImagesError(
+                f"provider {catalog.name!r} takes at most {catalog.max_input_images} input image(s), got {edit.images}",
+                details={"provider": catalog.name, "images": edit.images, "max": catalog.max_input_images},
+            )
+        if edit.mask and not catalog.supports_mask:
+            raise EditNotSupportedError(
+                f"provider {catalog.name!r} cannot take a mask; {hint}",
+                details={"provider": catalog.name, "field": "mask", "editors": editors},
+            )
 
     @staticmethod
     def _check_style(catalog: ProviderCatalog, value: str | None) -> str | None:
@@ -394,6 +495,50 @@ def _nearest_style(src: ProviderCatalog, dst: ProviderCatalog, code: str | None)
         if overlap > score:
             best, score = candidate.code, overlap
     return best
+
+
+def _can_edit(catalog: ProviderCatalog, edit: Edit) -> bool:
+    return edit.images <= catalog.max_input_images and (catalog.supports_mask or not edit.mask)
+
+
+def _quality_map(catalog: ProviderCatalog) -> Mapping[str, Mapping[str, Any]]:
+    """Neutral quality -> vendor options: the catalog's own map, else a ``quality`` option taking the same words."""
+    if catalog.quality_options:
+        return catalog.quality_options
+    return {q: {"quality": q} for q in QUALITIES} if "quality" in catalog.options else {}
+
+
+def _size_text(size: tuple[int, int] | None) -> str:
+    return "auto" if size is None else f"{size[0]}x{size[1]}"
+
+
+def _size_for_ratio(
+    catalog: ProviderCatalog, ratio: float, like: tuple[int, int] | None = None
+) -> tuple[int, int] | None:
+    """The provider's size nearest ``ratio``: exact within ``size_range`` (about the default's area,
+    or ``like``'s), else the preset closest in shape, then in area."""
+    default = parse_size(catalog.default_resolution) or (1024, 1024)
+    area = (like[0] * like[1]) if like else default[0] * default[1]
+    if catalog.size_range:
+        lo, hi = catalog.size_range
+        m = catalog.size_multiple
+        w = math.sqrt(area * ratio)
+        h = w / ratio
+        scale = min(1.0, hi / max(w, h))
+        w, h = w * scale, h * scale
+        return _fit(w, lo, hi, m), _fit(h, lo, hi, m)
+    presets = [size for size in map(parse_size, catalog.resolutions) if size is not None]
+    if not presets:
+        return None  # the vendor picks ("auto" only)
+
+    def distance(size: tuple[int, int]) -> float:  # the shape first; the area only between equal shapes
+        return abs(math.log(size[0] / size[1] / ratio)) + 0.05 * abs(math.log(size[0] * size[1] / area))
+
+    return min(presets, key=distance)
+
+
+def _fit(side: float, lo: int, hi: int, multiple: int) -> int:
+    return max(lo, min(hi, max(multiple, round(side / multiple) * multiple)))
 
 
 def _nearest_size(dst: ProviderCatalog, size: tuple[int, int] | None) -> tuple[int | None, int | None]:

@@ -3,11 +3,16 @@
 Each image is one asynchronous task: submit with ``X-ModelScope-Async-Mode: true``, poll
 ``/v1/tasks/{id}`` with ``X-ModelScope-Task-Type: image_generation``, download the result URL
 at once. ``n`` images are ``n`` tasks run side by side, each with its own seed.
+
+Edits are the same task on an edit model (Qwen-Image-Edit-2511) with ``image_url``: the inputs
+inline as ``data:`` URIs, a string for one image and a list for several (the first is the one
+to change). ModelScope documents ``image_url`` as a public URL; the inline form is [U].
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from ..errors import (
     AuthFailedError,
     ContentRejectedError,
     InvalidArgumentError,
+    MaskMismatchError,
     ModelNotFoundError,
     ProviderError,
     ProviderInvalidArgumentError,
@@ -25,10 +31,12 @@ from ..errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
+    TooManyImagesError,
     UnknownResolutionError,
     UnsupportedOptionError,
 )
-from ..models import GeneratedImage, GenerationRequest, ProgressFn, ProviderCatalog, ProviderResult
+from ..imaging import fit_input
+from ..models import GeneratedImage, GenerationRequest, InputImage, ProgressFn, ProviderCatalog, ProviderResult
 from .base import Provider, ProviderSpec
 from .download import LazySession, download_image, gather_all, redact, report, retry_after_seconds
 
@@ -36,12 +44,29 @@ __all__ = ["CATALOG", "SPEC", "ModelScopeProvider"]
 
 NAME: Final = "modelscope"
 DEFAULT_BASE_URL: Final = "https://api-inference.modelscope.cn"
+GENERATION_MODELS: Final = (
+    "Qwen/Qwen-Image",
+    "Qwen/Qwen-Image-2512",
+    "Tongyi-MAI/Z-Image-Turbo",
+    "MAILAND/majicflus_v1",
+)
+"""Text-to-image models: they take no ``image_url``, so an edit on one is refused before any call."""
+EDIT_MODELS: Final = ("Qwen/Qwen-Image-Edit-2511", "Qwen/Qwen-Image-Edit-2509", "Qwen/Qwen-Image-Edit")
+DEFAULT_EDIT_MODEL: Final = EDIT_MODELS[0]
+"""Used for edits unless the request names a model (``Settings.modelscope_edit_model`` once it exists)."""
+MAX_INPUT_IMAGES: Final = 3
+"""Qwen-Image-Edit-2509/2511 are trained for 1-3 input images (model card)."""
+INPUT_TYPES: Final = ("image/png", "image/jpeg")
+INPUT_MAX_SIDE: Final = 2048
+"""The edit models work at about one megapixel; larger inputs only make the request bigger [U]."""
+INPUT_MAX_BYTES: Final = 4 * 1024 * 1024
+"""Per input before base64; the request-body limit of the live API is not documented [U]."""
 
 CATALOG: Final = ProviderCatalog(
     name=NAME,
     display_name="ModelScope API-Inference",
     description="Open models (Qwen-Image by default) on ModelScope's free API-Inference quota.",
-    models=("Qwen/Qwen-Image", "Qwen/Qwen-Image-2512", "Tongyi-MAI/Z-Image-Turbo", "MAILAND/majicflus_v1"),
+    models=GENERATION_MODELS + EDIT_MODELS,
     styles=(),
     resolutions=("1328x1328", "1664x928", "928x1664", "1472x1140", "1140x1472", "1584x1056", "1056x1584", "1024x1024"),
     default_resolution="1328x1328",
@@ -53,6 +78,15 @@ CATALOG: Final = ProviderCatalog(
     notes=(
         "Any WxH with sides 64-1664 (Qwen-Image's range). n images are n tasks. Options: steps 1-100, "
         "guidance 1.5-20. Free quota: about 2000 calls a day. Results are converted to the requested format."
+    ),
+    max_input_images=MAX_INPUT_IMAGES,
+    supports_mask=False,
+    edit_notes=(
+        f"{DEFAULT_EDIT_MODEL} on the same task API, images in image_url: 1-{MAX_INPUT_IMAGES} (the first is "
+        "edited, the others are references), no mask. Inputs are sent inline as data URIs (PNG/JPEG, at most "
+        f"{INPUT_MAX_SIDE} px a side and {INPUT_MAX_BYTES // (1024 * 1024)} MB each); ModelScope documents a public "
+        "URL there, so inline inputs are unverified against the live API. Without a size the output follows "
+        "the first image."
     ),
 )
 
@@ -182,6 +216,7 @@ class ModelScopeProvider(Provider):
         self._key = settings.modelscope_api_key.get()
         self._base = (settings.modelscope_base_url or DEFAULT_BASE_URL).rstrip("/")
         self._model = settings.modelscope_model
+        self._edit_model = settings.modelscope_edit_model
         self._timeout = settings.modelscope_timeout
         self._poll_interval = settings.modelscope_poll_interval
         self._max_bytes = settings.download_max_bytes
@@ -200,6 +235,9 @@ class ModelScopeProvider(Provider):
             raise UnsupportedOptionError(
                 f"modelscope has no option(s) {', '.join(unknown)}", details={"provider": NAME, "options": unknown}
             )
+        model = request.model or (self._edit_model if request.is_edit else self._model)
+        if request.is_edit:
+            self._check_edit(request, model)
         lo, hi = CATALOG.size_range or (64, 1664)
         width, height = (request.width, request.height) if request.width else (1328, 1328)
         if not (lo <= width <= hi and lo <= (height or 0) <= hi):
@@ -217,17 +255,49 @@ class ModelScopeProvider(Provider):
         if guidance is not None and (not isinstance(guidance, int | float) or not 1.5 <= guidance <= 20):
             raise InvalidArgumentError("modelscope option guidance must be 1.5-20", details={"option": "guidance"})
         body: dict[str, Any] = {
-            "model": request.model or self._model,
+            "model": model,
             "prompt": request.prompt,
             "size": f"{width}x{height}",
             **request.options,
         }
+        if request.is_edit and request.width is None:  # no size: the edit keeps the input's shape
+            del body["size"]
         if request.negative_prompt:
             body["negative_prompt"] = request.negative_prompt
         return body
 
+    @staticmethod
+    def _check_edit(request: GenerationRequest, model: str) -> None:
+        """The service checks count and mask against the catalog; this keeps direct callers honest."""
+        if len(request.images) > MAX_INPUT_IMAGES:
+            raise TooManyImagesError(
+                f"modelscope edits take at most {MAX_INPUT_IMAGES} images, got {len(request.images)}",
+                details={"provider": NAME, "max_images": MAX_INPUT_IMAGES, "count": len(request.images)},
+            )
+        if request.mask is not None:
+            raise MaskMismatchError("modelscope edits take no mask", details={"provider": NAME})
+        if model in GENERATION_MODELS:
+            raise InvalidArgumentError(
+                f"modelscope model {model} cannot edit images; use an edit model such as {DEFAULT_EDIT_MODEL}",
+                details={"provider": NAME, "model": model, "edit_models": list(EDIT_MODELS)},
+            )
+
+    @staticmethod
+    async def _image_url(images: tuple[InputImage, ...]) -> str | list[str]:
+        """The inputs as data URIs: one string for one image (the documented form), else a list."""
+        fitted = [
+            await asyncio.to_thread(
+                fit_input, image, INPUT_TYPES, max_side=INPUT_MAX_SIDE, max_bytes=INPUT_MAX_BYTES, min_side=64
+            )
+            for image in images
+        ]
+        uris = [f"data:{i.mime_type};base64,{base64.b64encode(i.data).decode('ascii')}" for i in fitted]
+        return uris[0] if len(uris) == 1 else uris
+
     async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
         body = self._body(request)
+        if request.is_edit and not request.resume:  # a resumed task has its inputs already
+            body["image_url"] = await self._image_url(request.images)
         running = _Running()
         seeds = [None if request.seed is None else (request.seed + i) % 2**31 for i in range(request.n)]
         # Resumed (a lost replica's job): poll the tasks it is known to have submitted, submit none,

@@ -1,7 +1,9 @@
 """OpenAI Images (GPT-image models) through ``AsyncOpenAI`` (PROVIDERS.md §3).
 
-One synchronous call returns base64 images in the requested ``output_format``. The SDK's own
-retries are off (``max_retries=0``): the provider manager owns retrying.
+One synchronous call returns base64 images in the requested ``output_format``: ``images.generate``
+(JSON) for a prompt, ``images.edit`` (multipart: up to 16 images as ``(name, bytes, mime)`` file
+tuples, an optional PNG mask for the first) for an edit. The SDK's own retries are off
+(``max_retries=0``): the provider manager owns retrying.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from ..errors import (
     AuthFailedError,
     BadImageDataError,
     ContentRejectedError,
+    ImageTooLargeError,
     InvalidArgumentError,
+    InvalidImageError,
+    MaskMismatchError,
     ModelNotFoundError,
     ProviderError,
     ProviderInvalidArgumentError,
@@ -23,14 +28,18 @@ from ..errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
+    TooManyImagesError,
     UnknownResolutionError,
     UnknownStyleError,
     UnsupportedOptionError,
 )
+from ..imaging import fit_input
 from ..models import (
+    EXTENSIONS,
     GeneratedImage,
     GenerationRequest,
     ImageFormat,
+    InputImage,
     ProgressFn,
     ProviderCatalog,
     ProviderResult,
@@ -65,7 +74,19 @@ _OPTION_VALUES: Final[Mapping[str, tuple[str, ...]]] = {
     "quality": ("low", "medium", "high", "auto"),
     "background": ("transparent", "opaque", "auto"),
     "moderation": ("auto", "low"),
+    "input_fidelity": ("low", "high"),
 }
+_EDIT_ONLY: Final = frozenset({"input_fidelity"})
+"""Options only ``images.edit`` takes."""
+_GENERATE_ONLY: Final = frozenset({"moderation"})
+"""Options only ``images.generate`` takes (the edit endpoint has no ``moderation``)."""
+
+MAX_INPUT_IMAGES: Final = 16
+INPUT_MIME_TYPES: Final = ("image/png", "image/jpeg", "image/webp")
+INPUT_MAX_BYTES: Final = 50 * 1024 * 1024 - 1
+"""Each edit input must be under 50 MB (PROVIDERS.md §3.3)."""
+MASK_MAX_BYTES: Final = 4 * 1024 * 1024 - 1
+"""The mask must be a PNG under 4 MB, the size of the first image."""
 
 CATALOG: Final = ProviderCatalog(
     name=NAME,
@@ -80,11 +101,21 @@ CATALOG: Final = ProviderCatalog(
     max_prompt_chars=32000,
     supports_negative_prompt=False,
     supports_seed=False,
-    options=("quality", "background", "output_compression", "moderation"),
+    options=("quality", "background", "output_compression", "moderation", "input_fidelity"),
     notes=(
         "Styles are prompt modifiers: OpenAI has no style parameter, so the style's text is appended "
         "to the prompt. Options: quality low|medium|high|auto, background transparent|opaque|auto "
-        "(transparent needs png or webp), output_compression 0-100 (jpeg/webp), moderation auto|low."
+        "(transparent needs png or webp), output_compression 0-100 (jpeg/webp), moderation auto|low "
+        "(generation only), input_fidelity low|high (edits only; gpt-image-1.5 takes both, gpt-image-1-mini "
+        "low only, gpt-image-2 sets it itself so it is not sent)."
+    ),
+    max_input_images=MAX_INPUT_IMAGES,
+    supports_mask=True,
+    edit_notes=(
+        "images.edit (multipart) with GPT-image models: 1-16 PNG, JPEG or WebP images under 50 MB each, the "
+        "first being the one to change and the rest references; an optional mask (PNG with alpha under 4 MB, "
+        "the size of the first image) whose transparent pixels mark what to change. auto size follows the "
+        "first image's shape."
     ),
 )
 
@@ -157,8 +188,9 @@ class OpenAIProvider(Provider):
     async def aclose(self) -> None:
         await self._client.close()
 
-    def _params(self, request: GenerationRequest) -> dict[str, Any]:
-        """Validate and build ``images.generate`` keyword arguments (no I/O, so errors come early).
+    def _params(self, request: GenerationRequest) -> tuple[dict[str, Any], list[str]]:
+        """Validate and build ``images.generate``/``images.edit`` keyword arguments (files aside)
+        plus warnings; no I/O, so errors come early.
 
         The style's prompt modifier is already in ``request.prompt`` (the service adds it); the
         catalog says there is no seed or negative prompt, so the service never sends them.
@@ -172,8 +204,15 @@ class OpenAIProvider(Provider):
             )
         if not 1 <= request.n <= CATALOG.max_n:
             raise InvalidArgumentError(f"openai makes 1-{CATALOG.max_n} images per call, got {request.n}")
+        if len(request.images) > MAX_INPUT_IMAGES:
+            raise TooManyImagesError(
+                f"openai edits take at most {MAX_INPUT_IMAGES} images, got {len(request.images)}",
+                details={"provider": NAME, "images": len(request.images), "max": MAX_INPUT_IMAGES},
+            )
+        model = request.model or self._model
+        warnings: list[str] = []
         params: dict[str, Any] = {
-            "model": request.model or self._model,
+            "model": model,
             "prompt": request.prompt,
             "n": request.n,
             "size": request.resolution,
@@ -196,31 +235,55 @@ class OpenAIProvider(Provider):
                     "openai option output_compression must be an integer 0-100",
                     details={"provider": NAME, "option": key},
                 )
+            if (key in _EDIT_ONLY and not request.is_edit) or (key in _GENERATE_ONLY and request.is_edit):
+                applies = "edits" if key in _EDIT_ONLY else "generation"
+                warnings.append(f"openai option {key} applies to {applies} only; it was not sent")
+                continue
+            if key == "input_fidelity":
+                # SDK docstring: gpt-image-1.5 takes high|low, gpt-image-1-mini low only, gpt-image-2 omits it
+                if model.startswith("gpt-image-2"):
+                    warnings.append(f"{model} sets input fidelity itself; input_fidelity was not sent")
+                    continue
+                if model.startswith("gpt-image-1-mini") and value != "low":
+                    raise InvalidArgumentError(
+                        f"{model} takes input_fidelity low only", details={"provider": NAME, "option": key}
+                    )
             params[key] = value
         if params.get("background") == "transparent" and request.output_format == "jpeg":
             raise InvalidArgumentError(
                 "a transparent background needs png or webp output", details={"provider": NAME, "option": "background"}
             )
-        return params
+        return params, warnings
 
     async def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> ProviderResult:
-        params = self._params(request)
+        params, warnings = self._params(request)
+        if request.is_edit:
+            params.update(await _edit_files(request))  # local conversion: outside the vendor timeout
         try:
             async with asyncio.timeout(self._timeout):
-                images = await self._run(params, request.output_format, progress)
+                images = await self._run(params, request, progress)
         except TimeoutError as exc:
             raise _map_error(exc, self._secrets) from exc
-        warnings = () if len(images) == request.n else (f"openai returned {len(images)} of {request.n} images",)
-        return ProviderResult(tuple(images), model=params["model"], warnings=warnings)
+        if len(images) != request.n:
+            warnings.append(f"openai returned {len(images)} of {request.n} images")
+        return ProviderResult(tuple(images), model=params["model"], warnings=tuple(warnings))
 
     async def _run(
-        self, params: dict[str, Any], want: ImageFormat, progress: ProgressFn | None
+        self, params: dict[str, Any], request: GenerationRequest, progress: ProgressFn | None
     ) -> list[GeneratedImage]:
         import openai
 
-        await report(progress, f"requested {params['n']} image(s) from {params['model']}")
+        want: ImageFormat = request.output_format
+        if request.is_edit:
+            inputs = f"{len(request.images)} input image(s)" + (" and a mask" if request.mask else "")
+            await report(progress, f"requested {params['n']} edited image(s) from {params['model']} ({inputs})")
+        else:
+            await report(progress, f"requested {params['n']} image(s) from {params['model']}")
         try:
-            response = await self._client.images.generate(**params)
+            if request.is_edit:
+                response = await self._client.images.edit(**params)
+            else:
+                response = await self._client.images.generate(**params)
         except (openai.OpenAIError, ValueError) as exc:
             raise _map_error(exc, self._secrets) from exc
         items = list(getattr(response, "data", None) or [])
@@ -234,6 +297,59 @@ class OpenAIProvider(Provider):
                 await decode_image(data, provider=NAME, want=want, revised_prompt=item.revised_prompt or None)
             )
         return images
+
+
+def _file(image: InputImage, stem: str) -> tuple[str, bytes, str]:
+    """A multipart file tuple: without a name and type the SDK sends application/octet-stream, which
+    the API rejects (PROVIDERS.md §3.3)."""
+    return (f"{stem}.{EXTENSIONS.get(image.mime_type, 'png')}", image.data, image.mime_type)
+
+
+async def _edit_files(request: GenerationRequest) -> dict[str, Any]:
+    """``image`` (one tuple, or a list for several: repeated ``image[]`` parts) and ``mask`` for
+    ``images.edit``, converted to what the endpoint takes (inputs already fitting pass untouched).
+
+    Raises:
+        InvalidImageError: an input Pillow cannot re-encode.
+        ImageTooLargeError: the mask is 4 MB or more even as an optimised PNG of its size.
+        MaskMismatchError: the mask is not the size of the first image as sent.
+    """
+    mask = request.mask
+    try:
+        images = [
+            await asyncio.to_thread(fit_input, image, INPUT_MIME_TYPES, max_bytes=INPUT_MAX_BYTES)
+            for image in request.images
+        ]
+        if mask is not None:
+            fitted = await asyncio.to_thread(fit_input, mask, ("image/png",), max_bytes=MASK_MAX_BYTES)
+    except (OSError, ValueError) as exc:
+        raise InvalidImageError(f"openai: cannot convert an input image ({exc})", details={"provider": NAME}) from exc
+    files: dict[str, Any] = {
+        "image": _file(images[0], "image")
+        if len(images) == 1
+        else [_file(image, f"image-{i + 1}") for i, image in enumerate(images)]
+    }
+    if mask is None:
+        return files
+    if (fitted.width, fitted.height) != (mask.width, mask.height) or len(fitted.data) > MASK_MAX_BYTES:
+        # fit_input only shrinks a PNG's pixels to meet max_bytes, and a mask must keep its size
+        raise ImageTooLargeError(
+            f"openai takes masks under 4 MB; this {mask.width}x{mask.height} one is {len(mask.data)} bytes",
+            details={
+                "provider": NAME,
+                "field": "mask",
+                "size_bytes": len(mask.data),
+                "limit_bytes": MASK_MAX_BYTES + 1,
+            },
+        )
+    first = images[0]
+    if (mask.width, mask.height) != (first.width, first.height):
+        raise MaskMismatchError(
+            f"the mask is {mask.width}x{mask.height} but the first image is sent as {first.width}x{first.height}",
+            details={"provider": NAME, "field": "mask"},
+        )
+    files["mask"] = _file(fitted, "mask")
+    return files
 
 
 def _is_configured(settings: Settings) -> bool:

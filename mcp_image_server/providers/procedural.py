@@ -191,6 +191,55 @@ def _caption(img: Image.Image, text: str) -> None:
 
 def render(prompt: str, style: str, width: int, height: int, seed: int, output_format: str) -> bytes:
     """Draw one image; pure function of its arguments (CPU-bound: call it off the event loop)."""
+    return _encode(_draw(prompt, style, width, height, seed), output_format)
+
+
+def edit(
+    images: Sequence[bytes],
+    mask: bytes | None,
+    prompt: str,
+    style: str,
+    width: int,
+    height: int,
+    seed: int,
+    output_format: str,
+) -> bytes:
+    """A procedural "edit": the prompt's rendering laid into the first image, inside the mask's
+    transparent area when there is one, else over all of it at 45 %; further images become insets
+    along the bottom edge. Deterministic, like ``render``; no model reads the instruction."""
+    with Image.open(io.BytesIO(images[0])) as opened:
+        base = opened.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    drawn = _draw(prompt, style, width, height, seed)
+    if mask is not None:
+        with Image.open(io.BytesIO(mask)) as opened:
+            alpha = opened.convert("RGBA").getchannel("A").resize((width, height), Image.Resampling.NEAREST)
+        out = Image.composite(base, drawn, alpha)  # opaque keeps the original; transparent takes the rendering
+    else:
+        out = Image.blend(base, drawn, 0.45)
+    inset = max(16, min(width, height) // 5)
+    for i, ref in enumerate(images[1:]):
+        with Image.open(io.BytesIO(ref)) as opened:
+            thumb = opened.convert("RGB")
+            thumb.thumbnail((inset, inset))
+        x = 8 + i * (inset + 8)
+        if x + thumb.width > width:
+            break
+        out.paste(thumb, (x, height - thumb.height - 8))
+    return _encode(out, output_format)
+
+
+def _encode(img: Image.Image, output_format: str) -> bytes:
+    buf = io.BytesIO()
+    if output_format == "jpeg":
+        img.save(buf, "JPEG", quality=90, optimize=False)
+    elif output_format == "webp":
+        img.save(buf, "WEBP", quality=90, method=4)
+    else:
+        img.save(buf, "PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _draw(prompt: str, style: str, width: int, height: int, seed: int) -> Image.Image:
     rng = random.Random(_seed_from(prompt, style, width, height, seed))
     lowered = prompt.lower()
     words = _WORD_RE.findall(lowered)
@@ -223,11 +272,4 @@ def render(prompt: str, style: str, width: int, height: int, seed: int, output_f
     match = _CAPTION_RE.search(prompt)
     if match:
         _caption(img, (match.group(1) or match.group(2)).strip())
-    buf = io.BytesIO()
-    if output_format == "jpeg":
-        img.save(buf, "JPEG", quality=90, optimize=False)
-    elif output_format == "webp":
-        img.save(buf, "WEBP", quality=90, method=4)
-    else:
-        img.save(buf, "PNG", compress_level=6)
-    return buf.getvalue()
+    return img

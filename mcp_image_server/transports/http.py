@@ -35,7 +35,9 @@ from ..store import FILE_NAME_RE, ImageStore
 from . import legacy, modern
 from .affinity import SessionDirectory, route_foreign
 from .forward import Forwarder
+from .metrics import METRICS_KEY, Metrics, metrics_handler
 from .middleware import (
+    METRICS_PATH,
     OWNER_KEY,
     PolicySource,
     error_middleware,
@@ -112,9 +114,11 @@ def create_http_app(
     2026-07-28 era closing the response is how a client cancels a call.
     """
     current: Callable[[], Settings] = lambda: service.settings
-    policy = PolicySource(current, settings.host)
+    policy = PolicySource(current, settings.host, lambda: service.directory)
+    metrics = Metrics(service, lambda: len(app[SESSIONS_KEY]))
     app = web.Application(
         middlewares=[
+            metrics.middleware,
             error_middleware,
             make_access_middleware(policy, lambda: current().max_body_bytes, service.quotas.admit_request),
         ],
@@ -123,6 +127,9 @@ def create_http_app(
     server = _lowlevel(mcp_server)
     app[SERVICE_KEY] = service
     app[LOWLEVEL_KEY] = server
+    app[METRICS_KEY] = metrics
+    service.observers.add(metrics)
+    app.on_cleanup.append(lambda _app: _forget(service, metrics))
     directory = _directory(service, settings)
     app[SESSIONS_KEY] = SessionManager(
         server,
@@ -147,6 +154,7 @@ def create_http_app(
     for path in MCP_PATHS:
         app.router.add_route("*", path, _mcp_endpoint)
     app.router.add_get("/health", _health)
+    app.router.add_get(METRICS_PATH, metrics_handler)
     app.router.add_get("/images/{file}", _image)
     app.router.add_route("*", "/.well-known/{name:oauth-.*}", _not_an_oauth_server)
     if settings.serve_demo == "true" or (settings.serve_demo == "auto" and is_loopback_host(settings.host)):
@@ -154,6 +162,10 @@ def create_http_app(
 
         add_demo_routes(app)
     return app
+
+
+async def _forget(service: ImageService, metrics: Metrics) -> None:
+    service.observers.remove(metrics)
 
 
 def _directory(service: ImageService, settings: Settings) -> SessionDirectory | None:

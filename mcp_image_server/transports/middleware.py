@@ -29,6 +29,7 @@ from .wire import CORS_ORIGIN_KEY, JSON_CONTENT_TYPE, MCP_PATHS, add_cors_header
 __all__ = [
     "CALLER_KEY",
     "CORS_ALLOW_HEADERS",
+    "METRICS_PATH",
     "OWNER_KEY",
     "AccessPolicy",
     "PolicySource",
@@ -60,6 +61,8 @@ CORS_ALLOW_HEADERS: Final = (
     "X-API-Key",
 )
 _CORS_METHODS: Final = "GET, POST, DELETE, OPTIONS"
+METRICS_PATH: Final = "/metrics"
+"""Authenticated like the MCP endpoint (admins only, checked by its handler) unless MCP_METRICS_PUBLIC."""
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -102,10 +105,11 @@ class AccessPolicy:
     """Allowed origins; a ``None`` port allows any port (the loopback defaults, ``http://host:*``)."""
     hosts: frozenset[str] | None
     """Allowed Host names (DNS-rebinding guard); ``None`` skips the check (non-loopback binds)."""
+    metrics_public: bool = False
+    """GET /metrics without credentials (MCP_METRICS_PUBLIC)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, bind_host: str) -> AccessPolicy:
-        directory = Directory.build(tuple(t.get() for t in settings.auth_tokens), settings.tokens_file)
+    def from_settings(cls, settings: Settings, bind_host: str, directory: Directory) -> AccessPolicy:
         digests = tuple(directory.by_digest)
         # No token on a public bind only runs with MCP_ALLOW_UNAUTHENTICATED; if a reload
         # removed every token there, fail closed rather than open.
@@ -126,7 +130,7 @@ class AccessPolicy:
         hosts = None
         if is_loopback_host(bind_host):
             hosts = frozenset(_LOOPBACK_NAMES | {host for _, host, _ in origins})
-        return cls(directory, required, frozenset(origins), hosts)
+        return cls(directory, required, frozenset(origins), hosts, settings.metrics_public)
 
     def origin_allowed(self, origin: str) -> bool:
         key = _origin_key(origin)
@@ -156,16 +160,17 @@ class AccessPolicy:
 class PolicySource:
     """The ``AccessPolicy`` of the current settings snapshot, rebuilt only when the snapshot changes."""
 
-    def __init__(self, settings: Callable[[], Settings], bind_host: str) -> None:
+    def __init__(self, settings: Callable[[], Settings], bind_host: str, directory: Callable[[], Directory]) -> None:
         self._settings = settings
         self._bind_host = bind_host
+        self._directory = directory
         self._seen: Settings | None = None
         self._policy: AccessPolicy | None = None
 
     def __call__(self) -> AccessPolicy:
         current = self._settings()
         if current is not self._seen or self._policy is None:
-            self._policy = AccessPolicy.from_settings(current, self._bind_host)
+            self._policy = AccessPolicy.from_settings(current, self._bind_host, self._directory())
             self._seen = current
         return self._policy
 
@@ -239,7 +244,7 @@ def make_access_middleware(
             request[CORS_ORIGIN_KEY] = origin
         if request.method == "OPTIONS":
             return _preflight(request, origin)
-        if _is_mcp(request):
+        if _is_mcp(request) or (request.path == METRICS_PATH and not current.metrics_public):
             if (refused := _authenticate(request, current)) is not None:
                 return refused
             if admit is not None and (refused := await _rate(request, admit)) is not None:

@@ -1,8 +1,8 @@
-"""Serve all four emulators until Ctrl-C and print the variables that point the server at them.
+"""Serve all five emulators until Ctrl-C and print the variables that point the server at them.
 
     python -m tests.emulators [--base-port 18080] [--job-polls 2]
 
-``--base-port N`` uses ports N..N+3 (Hunyuan, OpenAI, Doubao, ModelScope); 0 picks free ports.
+``--base-port N`` uses ports N..N+4 (Hunyuan, OpenAI, Doubao, ModelScope, Gemini); 0 picks free ports.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from .common import Emulator
 from .doubao import DoubaoEmulator
+from .gemini import GeminiEmulator
 from .hunyuan import HunyuanEmulator
 from .modelscope import ModelScopeEmulator
 from .openai import OpenAIEmulator
@@ -26,6 +27,7 @@ FAKE_KEYS = {
     "openai": "sk-FAKE-openai-emulator",
     "doubao": "ark-FAKE-doubao-emulator",
     "modelscope": "ms-FAKE-modelscope-emulator",
+    "gemini": "AIza-FAKE-gemini-emulator",
 }
 
 
@@ -38,6 +40,7 @@ def build(base_port: int, job_polls: int) -> list[Emulator]:
         OpenAIEmulator(api_key=FAKE_KEYS["openai"], port=port(1)),
         DoubaoEmulator(api_key=FAKE_KEYS["doubao"], port=port(2)),
         ModelScopeEmulator(api_key=FAKE_KEYS["modelscope"], port=port(3), job_polls=job_polls),
+        GeminiEmulator(api_key=FAKE_KEYS["gemini"], port=port(4)),
     ]
 
 
@@ -55,7 +58,7 @@ async def serve(emulators: Sequence[Emulator]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.emulators", description=__doc__.splitlines()[0])
-    parser.add_argument("--base-port", type=int, default=0, help="first of four consecutive ports (0: free ports)")
+    parser.add_argument("--base-port", type=int, default=0, help="first of five consecutive ports (0: free ports)")
     parser.add_argument("--job-polls", type=int, default=2, help="polls before Hunyuan/ModelScope jobs finish")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):

@@ -2,24 +2,39 @@
 
 The SDK sends every named parameter, unset ones as explicit ``null`` (§2.2), so nulls are
 dropped before validation. Sizes are checked per model family (§2.3); results are URLs
-served from ``/files/...`` or ``b64_json``.
+served from ``/files/...`` or ``b64_json``. Reference images (``image``: one string or a list)
+are checked as Ark documents its input limits (data URIs decoded and sniffed, JPEG or PNG,
+at most 14 and only for Seedream 4.0 and later, references + group outputs <= 15) and recorded,
+decoded, in ``references``.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import io
 import re
 import time
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
+from PIL import Image
 
 from .common import FILE_FAULTS, STREAM_FAULTS, Emulator, json_bytes
 
-__all__ = ["DoubaoEmulator", "size_error"]
+__all__ = ["MAX_REFERENCES", "DoubaoEmulator", "Reference", "size_error"]
 
+MAX_REFERENCES: Final = 14
+MAX_GROUP: Final = 15
+"""References plus generated images in one group request (§2.3)."""
+_REF_MAX_BYTES: Final = 10 * 1024 * 1024
+_REF_MAX_PIXELS: Final = 6000 * 6000
+_REF_FORMATS: Final = {"jpeg": "JPEG", "png": "PNG"}
+"""``data:image/<fmt>;base64,`` formats taken (lower case), and what the bytes must really be."""
+_DATA_URI: Final = re.compile(r"^data:image/([A-Za-z0-9.+-]+);base64,(.*)$", re.DOTALL)
 _SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
 _NAMED: Final = {"1K": 1024, "2K": 2048, "3K": 3072, "4K": 4096}
 _FAULTS: Final[dict[str, tuple[int, str, str]]] = {
@@ -73,11 +88,31 @@ def size_error(model: str, size: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One ``image`` entry of a request, decoded (``data`` is empty for a URL, which is not fetched)."""
+
+    source: str
+    """``data_uri`` or ``url``."""
+    mime_type: str
+    """The declared type: ``image/<fmt>`` of the data URI (``""`` for a URL)."""
+    data: bytes = field(repr=False)
+    width: int = 0
+    height: int = 0
+    url: str | None = None
+
+
+class _Invalid(Exception):
+    """A 400 ``InvalidParameter``: args are (message, param[, code])."""
+
+
 class DoubaoEmulator(Emulator):
     """``async with DoubaoEmulator(api_key=...) as emu: AsyncArk(base_url=emu.base_url)``.
 
     Routes for faults: ``generate``, ``files``, ``result``. ``output_moderation`` answers 200
-    with an item-level ``error`` instead of an image (§2.4). ``models`` limits which ids exist.
+    with an item-level ``error`` instead of an image (§2.4): for every item, or with
+    ``items=[0, 2]`` only for those (the others are images, as in a group answer).
+    ``models`` limits which ids exist.
     """
 
     vendor = "doubao"
@@ -98,6 +133,10 @@ class DoubaoEmulator(Emulator):
         self.api_key = api_key
         self.models = set(models) if models is not None else None
         self.image_format = image_format
+        self.references: list[tuple[Reference, ...]] = []
+        """The ``image`` entries of every request that passed the checks and had any, in order."""
+        self.group_limit: int | None = None
+        """At most this many images per group answer (the model judging the prompt to want fewer)."""
 
     @property
     def base_url(self) -> str:
@@ -145,9 +184,12 @@ class DoubaoEmulator(Emulator):
         if not isinstance(rec.body, dict):
             return self._error(400, "InvalidParameter", "The request body is not valid JSON.")
         body = {k: v for k, v in rec.json.items() if v is not None}  # explicit nulls mean "absent"
-        return self._render(request, body, output_moderation=kind == "output_moderation")
+        refused: Collection[int] | None = None
+        if kind == "output_moderation" and fault is not None:
+            refused = fault.params.get("items") or range(MAX_GROUP)
+        return self._render(request, body, refused=refused)
 
-    def _render(self, request: web.Request, body: dict[str, Any], *, output_moderation: bool) -> web.Response:
+    def _render(self, request: web.Request, body: dict[str, Any], *, refused: Collection[int] | None) -> web.Response:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return self._error(400, "MissingParameter.model", "The request is missing the parameter `model`.", "model")
@@ -176,14 +218,20 @@ class DoubaoEmulator(Emulator):
             return self._error(
                 400, "InvalidParameter", "The parameter `response_format` is invalid.", "response_format"
             )
-        count = 1
-        if body.get("sequential_image_generation") == "auto":
-            count = int((body.get("sequential_image_generation_options") or {}).get("max_images", 15))
+        try:
+            references = _references(model, body.get("image"))
+            count = _group_size(body, len(references))
+            if self.group_limit is not None and body.get("sequential_image_generation") == "auto":
+                count = min(count, self.group_limit)
+        except _Invalid as bad:
+            return self._error(400, bad.args[2] if len(bad.args) > 2 else "InvalidParameter", bad.args[0], bad.args[1])
+        if references:
+            self.references.append(references)
         m = _SIZE.match(size)
         width, height = (int(m[1]), int(m[2])) if m else (_NAMED[size], _NAMED[size])
         items: list[dict[str, Any]] = []
         for i in range(count):
-            if output_moderation:
+            if refused is not None and i in refused:
                 items.append(
                     {
                         "error": {
@@ -211,3 +259,93 @@ class DoubaoEmulator(Emulator):
             },
         }
         return web.Response(body=json_bytes(reply, ascii_only=False), content_type="application/json")
+
+
+def _group_size(body: dict[str, Any], references: int) -> int:
+    """How many images the request makes: 1, or ``max_images`` in group mode (default: all it may)."""
+    mode = body.get("sequential_image_generation", "disabled")
+    if mode not in ("auto", "disabled"):
+        raise _Invalid(
+            "The parameter `sequential_image_generation` specified in the request is not valid.",
+            "sequential_image_generation",
+        )
+    if mode == "disabled":
+        return 1
+    options = body.get("sequential_image_generation_options") or {}
+    count = options.get("max_images", MAX_GROUP - references) if isinstance(options, dict) else None
+    if type(count) is not int or not 1 <= count <= MAX_GROUP:
+        raise _Invalid(
+            "The parameter `sequential_image_generation_options.max_images` must be an integer in [1, 15].",
+            "sequential_image_generation_options.max_images",
+        )
+    if references + count > MAX_GROUP:
+        raise _Invalid(
+            f"The number of reference images ({references}) plus max_images ({count}) must not exceed {MAX_GROUP}.",
+            "sequential_image_generation_options.max_images",
+        )
+    return count
+
+
+def _references(model: str, image: object) -> tuple[Reference, ...]:
+    """The request's ``image`` (a string or a list of strings), checked; raises ``_Invalid``."""
+    if image is None:
+        if "seededit" in model:
+            raise _Invalid("The request is missing the parameter `image`.", "image", "MissingParameter.image")
+        return ()
+    entries = [image] if isinstance(image, str) else image
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, str) for e in entries):
+        raise _Invalid("The parameter `image` must be a string or a non-empty list of strings.", "image")
+    if "seedream-3-0" in model:
+        raise _Invalid(f"The model {model} does not support image input.", "image", "InvalidParameter.UnsupportedImage")
+    limit = 1 if "seededit" in model else MAX_REFERENCES
+    if len(entries) > limit:
+        raise _Invalid(f"The parameter `image` accepts at most {limit} images, got {len(entries)}.", "image")
+    return tuple(_reference(i, entry) for i, entry in enumerate(entries))
+
+
+def _reference(index: int, entry: str) -> Reference:
+    param = f"image[{index}]"
+    if entry.startswith(("http://", "https://")):
+        return Reference("url", "", b"", url=entry)
+    m = _DATA_URI.match(entry)
+    if m is None:
+        raise _Invalid(
+            f"The parameter `{param}` must be an image URL or data:image/<format>;base64,<data>.",
+            param,
+            "InvalidParameter.UnsupportedImageFormat",
+        )
+    fmt = m[1]
+    if fmt not in _REF_FORMATS:  # lower case only, as the docs insist
+        raise _Invalid(
+            f"The image format `{fmt}` of `{param}` is not supported; use jpeg or png.",
+            param,
+            "InvalidParameter.UnsupportedImageFormat",
+        )
+    try:
+        data = base64.b64decode(m[2], validate=True)
+    except (binascii.Error, ValueError):
+        raise _Invalid(f"The parameter `{param}` is not valid base64.", param) from None
+    if len(data) > _REF_MAX_BYTES:
+        raise _Invalid(
+            f"The image `{param}` is larger than 10 MB ({len(data)} bytes).", param, "InvalidParameter.OversizedImage"
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            real, width, height = img.format, img.width, img.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise _Invalid(
+            f"The image `{param}` could not be decoded.", param, "InvalidParameter.UnsupportedImageFormat"
+        ) from None
+    if real != _REF_FORMATS[fmt]:
+        raise _Invalid(
+            f"The image `{param}` is declared {fmt} but is {real}.", param, "InvalidParameter.UnsupportedImageFormat"
+        )
+    if min(width, height) <= 14 or width * height > _REF_MAX_PIXELS or not 1 / 16 <= width / height <= 16:
+        raise _Invalid(
+            f"The image `{param}` is {width}x{height}: sides must exceed 14 px, the aspect ratio be within "
+            "[1/16, 16] and the total at most 6000x6000 pixels.",
+            param,
+            "InvalidParameter.OversizedImage",
+        )
+    return Reference("data_uri", f"image/{fmt}", data, width, height)

@@ -3,12 +3,21 @@
 Speaks the TC3-HMAC-SHA256 signed JSON API on ``POST /`` (action in ``X-TC-Action``), always
 answers HTTP 200 with the exact ``application/json`` Content-Type the SDK insists on (§1.8),
 and runs each job through Submit -> Query "1" -> "2" ... -> "5" (or "4").
+
+``ContentImage`` (image-to-image) takes exactly one of ``ImageUrl`` (recorded, never fetched)
+or ``ImageBase64`` (plain base64 of a JPEG or PNG, each side under 5000 px, under 8 MB as
+base64): it is decoded, read as an image and recorded on the job. With it only the four
+sizes up to 1024:1024 are accepted; without a size the result keeps the input's aspect ratio
+with a 1024 px long edge (the documented style-transfer behaviour).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import io
 import time
 import uuid
 from collections.abc import Mapping
@@ -17,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
 from aiohttp import web
+from PIL import Image, UnidentifiedImageError
 
 from .common import FILE_FAULTS, STREAM_FAULTS, Emulator, RecordedRequest, json_bytes
 
@@ -48,6 +58,10 @@ STYLES: Final = frozenset(
 RESOLUTIONS: Final = frozenset(
     ("768:768", "768:1024", "1024:768", "1024:1024", "720:1280", "1280:720", "768:1280", "1280:768")
 )
+EDIT_RESOLUTIONS: Final = frozenset(("768:768", "768:1024", "1024:768", "1024:1024"))
+"""What Submit accepts together with a ContentImage."""
+_CONTENT_FIELDS: Final = frozenset(("ImageUrl", "ImageBase64"))
+_CONTENT_MIME: Final = {"PNG": "image/png", "JPEG": "image/jpeg"}
 _SUBMIT_FIELDS: Final = frozenset(
     [
         "Prompt",
@@ -75,6 +89,17 @@ _API_FAULTS: Final = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ContentSeen:
+    """The ContentImage of a job as the emulator understood it."""
+
+    mime_type: str | None
+    width: int | None
+    height: int | None
+    size_bytes: int | None = None
+    url: str | None = None
+
+
 @dataclass(slots=True)
 class Job:
     job_id: str
@@ -87,6 +112,7 @@ class Job:
     polls: int = 0
     failure: tuple[str, str] | None = None
     urls: list[str] = field(default_factory=list)
+    content: ContentSeen | None = None
 
 
 class HunyuanEmulator(Emulator):
@@ -116,6 +142,8 @@ class HunyuanEmulator(Emulator):
         clock_offset: float = 0.0,
         status_as_int: bool = False,
         image_format: str = "png",
+        content_max_side: int = 4999,
+        content_max_b64: int = 8 * 1024 * 1024 - 1,
         host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
@@ -134,6 +162,10 @@ class HunyuanEmulator(Emulator):
         self.status_as_int = status_as_int
         """Send JobStatusCode as an int (the SDK does not type-check, §1.5)."""
         self.image_format = image_format
+        self.content_max_side = content_max_side
+        """Largest side a ContentImage may have (documented: under 5000)."""
+        self.content_max_b64 = content_max_b64
+        """Longest ImageBase64 string (documented: under 8 MB)."""
         self.jobs: dict[str, Job] = {}
 
     def env(self) -> dict[str, str]:
@@ -254,12 +286,63 @@ class HunyuanEmulator(Emulator):
         for ok, message in checks:
             if not ok:
                 return self._error("InvalidParameterValue", message)
+        content: ContentSeen | None = None
+        if "ContentImage" in body:
+            seen = self._content_image(body["ContentImage"])
+            if isinstance(seen, tuple):
+                return self._error(*seen)
+            content = seen
+            if body.get("Resolution", "1024:1024") not in EDIT_RESOLUTIONS:
+                return self._error("InvalidParameterValue", "With ContentImage, Resolution must be at most 1024:1024.")
         width, height = (int(v) for v in body.get("Resolution", "1024:1024").split(":"))
+        if content is not None and "Resolution" not in body and content.width and content.height:
+            scale = 1024 / max(content.width, content.height)  # the input's aspect, 1024 px long edge
+            width, height = max(1, round(content.width * scale)), max(1, round(content.height * scale))
         job_id = f"1300000000-{int(time.time())}-{uuid.uuid4()}-0"
         self.jobs[job_id] = Job(
-            job_id, prompt, width, height, body.get("Num", 1), body.get("Seed", 0), time.monotonic()
+            job_id, prompt, width, height, body.get("Num", 1), body.get("Seed", 0), time.monotonic(), content=content
         )
         return self._reply({"JobId": job_id}, str(uuid.uuid4()))
+
+    def _content_image(self, value: object) -> ContentSeen | tuple[str, str]:
+        """Check one ContentImage; a tuple return is the (Code, Message) to answer with."""
+        bad = "InvalidParameterValue"
+        if not isinstance(value, dict):
+            return bad, "ContentImage must be an object."
+        unknown = sorted(set(value) - _CONTENT_FIELDS)
+        if unknown:
+            return "UnknownParameter", f"The parameter `ContentImage.{unknown[0]}` is not recognized."
+        given = [k for k in ("ImageUrl", "ImageBase64") if value.get(k)]
+        if not given:
+            return "MissingParameter", "ContentImage needs ImageUrl or ImageBase64."
+        if len(given) > 1:
+            return bad, "ContentImage takes ImageUrl or ImageBase64, not both."
+        if given == ["ImageUrl"]:
+            url = value["ImageUrl"]
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                return bad, "ContentImage.ImageUrl must be an http(s) URL."
+            return ContentSeen(None, None, None, url=url)
+        encoded = value["ImageBase64"]
+        if not isinstance(encoded, str):
+            return bad, "ContentImage.ImageBase64 must be a string."
+        if len(encoded) > self.content_max_b64:
+            return bad, "ContentImage.ImageBase64 must be under 8 MB."
+        try:
+            data = base64.b64decode(encoded, validate=True)  # plain base64: a data: prefix is refused here
+        except (binascii.Error, ValueError):
+            return bad, "ContentImage.ImageBase64 is not valid base64."
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (width, height) = img.format, img.size
+                img.load()  # a truncated file fails here, not at the header
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return bad, "ContentImage.ImageBase64 is not a readable image."
+        mime = _CONTENT_MIME.get(fmt or "")
+        if mime is None:
+            return bad, f"ContentImage format {fmt} is not supported; use jpg, jpeg or png."
+        if max(width, height) > self.content_max_side:
+            return bad, "ContentImage sides must be under 5000 px."
+        return ContentSeen(mime, width, height, len(data))
 
     def _query(self, request: web.Request, body: dict[str, Any], failure: dict[str, Any] | None) -> web.Response:
         job = self.jobs.get(body.get("JobId", ""))

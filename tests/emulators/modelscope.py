@@ -3,10 +3,17 @@
 ``POST /v1/images/generations`` needs ``X-ModelScope-Async-Mode: true`` and returns a task id;
 ``GET /v1/tasks/{id}`` needs ``X-ModelScope-Task-Type: image_generation`` and walks
 PENDING -> RUNNING -> SUCCEED (or FAILED). Error bodies use ``{"errors": {...}}`` [U].
+
+Edit models take ``image_url``: a string or a list of ``data:image/...;base64,`` URIs (decoded
+and read as images here, recorded on the task) or http(s) URLs (recorded, never fetched).
+Without a ``size`` an edit comes back the shape of its first decoded input.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import re
 import time
 import uuid
@@ -15,12 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from aiohttp import web
+from PIL import Image, UnidentifiedImageError
 
 from .common import FILE_FAULTS, STREAM_FAULTS, Emulator, json_bytes
 
 __all__ = ["ModelScopeEmulator"]
 
 _SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
+_DATA_URI: Final = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
+_PIL_MIME: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+EDIT_MODELS: Final = frozenset({"Qwen/Qwen-Image-Edit", "Qwen/Qwen-Image-Edit-2509", "Qwen/Qwen-Image-Edit-2511"})
 _FIELDS: Final = frozenset(
     ["model", "prompt", "negative_prompt", "size", "seed", "steps", "guidance", "image_url", "loras"]
 )
@@ -36,6 +47,17 @@ _FAULTS: Final[dict[str, tuple[int, str, str]]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class InputSeen:
+    """One ``image_url`` entry as the emulator understood it: a decoded image, or a URL it did not fetch."""
+
+    mime_type: str | None
+    width: int | None
+    height: int | None
+    size_bytes: int | None = None
+    url: str | None = None
+
+
 @dataclass(slots=True)
 class Task:
     task_id: str
@@ -46,6 +68,8 @@ class Task:
     polls: int = 0
     failure: tuple[str, str] | None = None
     urls: list[str] = field(default_factory=list)
+    model: str = ""
+    inputs: tuple[InputSeen, ...] = ()
 
 
 class ModelScopeEmulator(Emulator):
@@ -62,6 +86,9 @@ class ModelScopeEmulator(Emulator):
         *,
         api_key: str = "ms-emulator",
         models: Collection[str] | None = None,
+        edit_models: Collection[str] = EDIT_MODELS,
+        max_input_images: int = 3,
+        max_input_bytes: int = 10 * 1024 * 1024,
         size_range: tuple[int, int] = (64, 1664),
         job_polls: int = 2,
         job_seconds: float = 0.0,
@@ -73,6 +100,11 @@ class ModelScopeEmulator(Emulator):
         super().__init__(host=host, port=port, latency=latency)
         self.api_key = api_key
         self.models = set(models) if models is not None else None
+        self.edit_models = set(edit_models)
+        """Models that take (and need) ``image_url``; every other model refuses it."""
+        self.max_input_images = max_input_images
+        self.max_input_bytes = max_input_bytes
+        """Decoded bytes allowed per inline input."""
         self.size_range = size_range
         self.job_polls = job_polls
         self.job_seconds = job_seconds
@@ -129,7 +161,8 @@ class ModelScopeEmulator(Emulator):
         model, prompt = body.get("model"), body.get("prompt")
         seed, guidance = body.get("seed", 0), body.get("guidance", 4.0)
         lo, hi = self.size_range
-        m = _SIZE.match(body.get("size", "1024x1024"))
+        size = body.get("size", "1024x1024")
+        m = _SIZE.match(size) if isinstance(size, str) else None
         problems = [
             (not unknown, f"Unknown parameter: {unknown[0] if unknown else ''}"),
             (isinstance(model, str) and bool(model), "model is required"),
@@ -145,11 +178,60 @@ class ModelScopeEmulator(Emulator):
                 return self._error(400, "InvalidParameter", message)
         if self.models is not None and model not in self.models:
             return self._error(404, "ModelNotFound", f"Model {model} not found or not supported by API-Inference.")
+        inputs = self._inputs(body.get("image_url"))
+        if isinstance(inputs, str):
+            return self._error(400, "InvalidParameter", inputs)
+        if inputs and model not in self.edit_models:
+            return self._error(400, "InvalidParameter", f"Model {model} does not support image_url.")
+        if not inputs and model in self.edit_models:
+            return self._error(400, "InvalidParameter", f"image_url is required for model {model}.")
         assert m is not None
-        task = Task(str(uuid.uuid4()), int(m[1]), int(m[2]), seed, time.monotonic())
+        width, height = int(m[1]), int(m[2])
+        first = next((i for i in inputs if i.width and i.height), None)
+        if "size" not in body and first is not None and first.width and first.height:
+            scale = min(1.0, hi / max(first.width, first.height))  # the input's shape, within the range
+            width, height = max(lo, round(first.width * scale)), max(lo, round(first.height * scale))
+        task = Task(str(uuid.uuid4()), width, height, seed, time.monotonic(), model=str(model), inputs=tuple(inputs))
         self.tasks[task.task_id] = task
         quota = {"modelscope-ratelimit-requests-limit": "2000", "modelscope-ratelimit-requests-remaining": "1999"}
         return self._reply({"task_id": task.task_id}, headers=quota)
+
+    def _inputs(self, value: object) -> list[InputSeen] | str:
+        """Decode ``image_url``; a string return is the 400 message."""
+        if value is None:
+            return []
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+            return "image_url must be a string or a non-empty list of strings."
+        if len(items) > self.max_input_images:
+            return f"image_url takes at most {self.max_input_images} images, got {len(items)}."
+        seen: list[InputSeen] = []
+        for i, item in enumerate(items):
+            if item.startswith(("http://", "https://")):
+                seen.append(InputSeen(None, None, None, url=item))
+                continue
+            m = _DATA_URI.match(item)
+            if m is None:
+                return f"image_url[{i}] must be an http(s) URL or a data:image/...;base64, URI."
+            try:
+                data = base64.b64decode(m[2], validate=True)
+            except (binascii.Error, ValueError):
+                return f"image_url[{i}] is not valid base64."
+            if len(data) > self.max_input_bytes:
+                return f"image_url[{i}] is larger than {self.max_input_bytes} bytes."
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    fmt, (width, height) = img.format, img.size
+                    img.load()  # a truncated file fails here, not at the header
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                return f"image_url[{i}] is not a readable image."
+            mime = _PIL_MIME.get(fmt or "")
+            if mime is None:
+                return f"image_url[{i}] is {fmt}; PNG, JPEG or WebP expected."
+            if mime != m[1]:
+                return f"image_url[{i}] says {m[1]} but holds {mime}."
+            seen.append(InputSeen(mime, width, height, len(data)))
+        return seen
 
     async def _task(self, request: web.Request) -> web.StreamResponse:
         rec, fault = await self.enter(request, "task")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import io
+import json
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
+from PIL import Image as PILImage
 
 from mcp_image_server.config import Secret, Settings
 from mcp_image_server.errors import (
@@ -14,16 +19,18 @@ from mcp_image_server.errors import (
     BadImageDataError,
     ContentRejectedError,
     InvalidArgumentError,
+    MaskMismatchError,
     ProviderError,
     ProviderInvalidArgumentError,
     ProviderNotConfiguredError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
+    TooManyImagesError,
     UnknownResolutionError,
     UnknownStyleError,
 )
-from mcp_image_server.models import GenerationRequest
+from mcp_image_server.models import GenerationRequest, InputImage
 from mcp_image_server.providers.base import Provider, ProviderSpec
 from mcp_image_server.providers.hunyuan import CATALOG, SPEC
 from tests.emulators import HunyuanEmulator
@@ -318,3 +325,196 @@ async def test_catalog_and_lazy_sdk_import(imports_after: Callable[[str], set[st
     assert CATALOG.resolution_separator == ":"
     loaded = imports_after("mcp_image_server.providers.hunyuan")
     assert not {"tencentcloud", "httpx", "aiohttp", "PIL"} & loaded
+
+
+# ---- edits (image-to-image through ContentImage) -------------------------------------------
+
+
+def _image(width: int = 400, height: int = 300, fmt: str = "PNG") -> InputImage:
+    buf = io.BytesIO()
+    PILImage.new("RGB", (width, height), (30, 90, 200)).save(buf, fmt)
+    return InputImage(buf.getvalue(), f"image/{fmt.lower()}", width, height)
+
+
+def _edit(*images: InputImage, **kw: Any) -> GenerationRequest:
+    return _req(**{"prompt": "改成水墨风格", "width": None, "height": None, "images": images or (_image(),), **kw})
+
+
+async def test_edit_sends_one_content_image_as_base64_and_keeps_the_aspect(
+    hunyuan_emu: HunyuanEmulator,
+    hunyuan: Make,
+    progress: Any,
+    assert_secret_free: Callable[[BaseException | None], None],
+) -> None:
+    source = _image(400, 300)
+
+    result = await hunyuan().generate(_edit(source), progress)
+
+    assert [(i.width, i.height, i.seed) for i in result.images] == [(1024, 768, None)] and not result.warnings
+    submit = hunyuan_emu.requests_to("submit")[0]  # signed and checked like any other call
+    assert submit.json == {
+        "Prompt": "改成水墨风格",
+        "Num": 1,
+        "LogoAdd": 0,
+        "ContentImage": {"ImageBase64": base64.b64encode(source.data).decode()},
+    }
+    job = next(iter(hunyuan_emu.jobs.values()))
+    assert job.content is not None and (job.content.mime_type, job.content.width, job.content.height) == (
+        "image/png",
+        400,
+        300,
+    )
+    assert progress.messages[0].startswith("submitted job ") and progress.messages[-1] == "downloading"
+    assert_secret_free(None)
+
+
+async def test_edit_converts_webp_and_huge_inputs_and_takes_an_edit_size(
+    hunyuan_emu: HunyuanEmulator, hunyuan: Make
+) -> None:
+    result = await hunyuan().generate(_edit(_image(6000, 100, "WEBP"), width=768, height=1024, style="shuimo", n=2))
+
+    assert [(i.width, i.height) for i in result.images] == [(768, 1024)] * 2
+    body = hunyuan_emu.requests_to("submit")[0].json
+    assert (body["Resolution"], body["Style"], body["Num"]) == ("768:1024", "shuimo", 2)
+    content = next(iter(hunyuan_emu.jobs.values())).content
+    assert content is not None and (content.mime_type, content.width) == ("image/jpeg", 4096)
+
+
+async def test_edit_with_a_seed_warns_that_it_is_not_honoured(hunyuan_emu: HunyuanEmulator, hunyuan: Make) -> None:
+    result = await hunyuan().generate(_edit(seed=7))
+    assert result.warnings and "seed" in result.warnings[0] and result.images[0].seed is None
+    body = hunyuan_emu.requests_to("submit")[0].json
+    assert "Seed" not in body and "Revise" not in body
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "error"),
+    [
+        ({"images": (_image(), _image())}, TooManyImagesError),
+        ({"mask": _image()}, MaskMismatchError),
+        ({"width": 1280, "height": 720}, UnknownResolutionError),  # fine for generation, not with an input
+    ],
+)
+async def test_invalid_edits_fail_before_any_call(
+    hunyuan_emu: HunyuanEmulator, hunyuan: Make, request_kw: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await hunyuan().generate(_edit(**request_kw))
+    assert hunyuan_emu.requests == []
+
+
+async def test_emulator_refusal_of_a_content_image_is_a_provider_invalid_argument(
+    hunyuan_emu: HunyuanEmulator, hunyuan: Make
+) -> None:
+    hunyuan_emu.content_max_side = 100
+    with pytest.raises(ProviderInvalidArgumentError) as info:
+        await hunyuan().generate(_edit())
+    assert info.value.details["vendor_code"] == "InvalidParameterValue" and hunyuan_emu.jobs == {}
+
+
+@pytest_asyncio.fixture
+async def sdk_client(hunyuan_emu: HunyuanEmulator) -> AsyncIterator[Any]:
+    """The SDK's async client on the emulator, for requests the provider would never build."""
+    from tencentcloud.common import credential
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.hunyuan.v20230901 import hunyuan_client_async
+
+    profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=f"127.0.0.1:{hunyuan_emu.port}"))
+    cred = credential.Credential(hunyuan_emu.secret_id, hunyuan_emu.secret_key)
+    async with hunyuan_client_async.HunyuanClient(cred, "ap-guangzhou", profile) as client:
+        yield client
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        ({"ImageBase64": "!!not base64!!"}, "InvalidParameterValue"),
+        ({"ImageBase64": "data:image/png;base64," + _b64(_image().data)}, "InvalidParameterValue"),
+        ({"ImageBase64": _b64(b"<html>403</html>")}, "InvalidParameterValue"),
+        ({"ImageBase64": _b64(_image().data[:80])}, "InvalidParameterValue"),  # truncated
+        ({"ImageBase64": _b64(_image(fmt="WEBP").data)}, "InvalidParameterValue"),  # jpg/jpeg/png only
+        ({"ImageBase64": _b64(_image(5000, 8).data)}, "InvalidParameterValue"),  # a side of 5000
+        ({"ImageUrl": "ftp://example.invalid/a.png"}, "InvalidParameterValue"),
+        ({"ImageUrl": "https://example.invalid/a.png", "ImageBase64": _b64(_image().data)}, "InvalidParameterValue"),
+        ({}, "MissingParameter"),
+    ],
+)
+async def test_emulator_refuses_malformed_content_images_from_the_real_sdk(
+    hunyuan_emu: HunyuanEmulator, sdk_client: Any, content: dict[str, str], code: str
+) -> None:
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+    from tencentcloud.hunyuan.v20230901 import models
+
+    req = models.SubmitHunyuanImageJobRequest()
+    req.from_json_string(json.dumps({"Prompt": "x", "ContentImage": content}))
+    with pytest.raises(TencentCloudSDKException) as info:
+        await sdk_client.SubmitHunyuanImageJob(req)
+    assert info.value.get_code() == code and hunyuan_emu.jobs == {}
+
+
+async def test_emulator_takes_a_url_content_image_without_fetching_it(
+    hunyuan_emu: HunyuanEmulator, sdk_client: Any
+) -> None:
+    from tencentcloud.hunyuan.v20230901 import models
+
+    req = models.SubmitHunyuanImageJobRequest()
+    req.from_json_string(json.dumps({"Prompt": "x", "ContentImage": {"ImageUrl": "https://example.invalid/a.png"}}))
+    job_id = (await sdk_client.SubmitHunyuanImageJob(req)).JobId
+    content = hunyuan_emu.jobs[job_id].content
+    assert content is not None and content.url == "https://example.invalid/a.png"
+    assert not hunyuan_emu.requests_to("files")
+
+
+@pytest.mark.parametrize(
+    ("job_code", "error"),
+    [
+        ("OperationDenied.ImageIllegalDetected", ContentRejectedError),
+        ("FailedOperation.ImageDownloadError", ProviderError),
+        ("FailedOperation.GenerateImageFailed", ProviderUnavailableError),
+    ],
+)
+async def test_failed_edit_job_reports_its_code(
+    hunyuan_emu: HunyuanEmulator, hunyuan: Make, job_code: str, error: type[ProviderError]
+) -> None:
+    hunyuan_emu.fail_next("job_failed", code=job_code, message="参考图不合规")
+    with pytest.raises(error) as info:
+        await hunyuan().generate(_edit())
+    assert type(info.value) is error and info.value.details["job_error_code"] == job_code
+    assert len(hunyuan_emu.requests_to("submit")) == 1
+
+
+@pytest.mark.parametrize(("route", "retryable"), [("submit", True), ("query", False)])
+async def test_edit_5xx_is_unavailable_and_retryable_only_before_a_job_exists(
+    hunyuan_emu: HunyuanEmulator, hunyuan: Make, route: str, retryable: bool
+) -> None:
+    hunyuan_emu.fail_always("server_error", on=route)
+    with pytest.raises(ProviderUnavailableError) as info:
+        await hunyuan().generate(_edit())
+    assert info.value.retryable is retryable and info.value.details["vendor_code"] == "ServerNetworkError"
+
+
+async def test_hung_edit_job_times_out_and_resumes_without_resubmitting(
+    hunyuan_emu: HunyuanEmulator, hunyuan: Make, progress: Any
+) -> None:
+    hunyuan_emu.fail_always("hang", on="query")
+    with pytest.raises(ProviderTimeoutError) as info:
+        await hunyuan(hunyuan_timeout=0.3).generate(_edit(_image(300, 600)), progress)
+    assert not info.value.retryable and info.value.details["job_id"]
+    job_id = progress.messages[0].removeprefix("submitted job ")
+    hunyuan_emu.clear_faults()
+    hunyuan_emu.release()
+
+    result = await hunyuan().generate(_edit(_image(300, 600), resume=(job_id,)))
+
+    assert [(i.width, i.height) for i in result.images] == [(512, 1024)]
+    assert len(hunyuan_emu.requests_to("submit")) == 1
+
+
+async def test_catalog_declares_a_single_image_edit() -> None:
+    assert (CATALOG.max_input_images, CATALOG.supports_mask) == (1, False)
+    assert "ContentImage" in CATALOG.edit_notes

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image as PILImage
 
 from mcp_image_server.config import Secret, Settings
 from mcp_image_server.errors import (
@@ -14,6 +17,7 @@ from mcp_image_server.errors import (
     BadImageDataError,
     ContentRejectedError,
     InvalidArgumentError,
+    MaskMismatchError,
     ModelNotFoundError,
     ProviderError,
     ProviderInvalidArgumentError,
@@ -21,10 +25,11 @@ from mcp_image_server.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
+    TooManyImagesError,
     UnknownResolutionError,
     UnsupportedOptionError,
 )
-from mcp_image_server.models import GenerationRequest
+from mcp_image_server.models import GenerationRequest, InputImage
 from mcp_image_server.providers.base import Provider, ProviderSpec
 from mcp_image_server.providers.modelscope import CATALOG, SPEC
 from tests.emulators import ModelScopeEmulator
@@ -273,3 +278,201 @@ async def test_missing_token_names_the_variable(make_settings: Callable[..., Set
 async def test_catalog_and_lazy_imports(imports_after: Callable[[str], set[str]]) -> None:
     assert CATALOG.size_range == (64, 1664)
     assert not {"aiohttp", "PIL"} & imports_after("mcp_image_server.providers.modelscope")
+
+
+# ---- edits (Qwen-Image-Edit through image_url) ---------------------------------------------
+
+
+def _image(
+    width: int = 320, height: int = 200, fmt: str = "PNG", colour: tuple[int, int, int] = (200, 40, 40)
+) -> InputImage:
+    buf = io.BytesIO()
+    PILImage.new("RGB", (width, height), colour).save(buf, fmt)
+    return InputImage(buf.getvalue(), f"image/{fmt.lower()}", width, height)
+
+
+def _edit(*images: InputImage, **kw: Any) -> GenerationRequest:
+    return _req(
+        **{"prompt": "make the sky darker", "width": None, "height": None, "images": images or (_image(),), **kw}
+    )
+
+
+def _decoded(uri: str) -> tuple[str, bytes]:
+    head, _, b64 = uri.partition(",")
+    return head, base64.b64decode(b64, validate=True)
+
+
+async def test_edit_sends_the_image_inline_on_the_edit_model_and_keeps_its_shape(
+    modelscope_emu: ModelScopeEmulator,
+    modelscope: Make,
+    progress: Any,
+    assert_secret_free: Callable[[BaseException | None], None],
+) -> None:
+    source = _image(320, 200)
+
+    result = await modelscope().generate(_edit(source, seed=3), progress)
+
+    image = result.images[0]
+    assert (image.width, image.height, image.seed) == (320, 200, 3) and result.model == "Qwen/Qwen-Image-Edit-2511"
+    body = modelscope_emu.requests_to("submit")[0].json
+    assert set(body) == {"model", "prompt", "image_url", "seed"}  # no size: the output follows the input
+    assert isinstance(body["image_url"], str)
+    assert _decoded(body["image_url"]) == ("data:image/png;base64", source.data)  # already fits: sent as is
+    task = next(iter(modelscope_emu.tasks.values()))
+    assert task.model == "Qwen/Qwen-Image-Edit-2511" and [(i.mime_type, i.width, i.height) for i in task.inputs] == [
+        ("image/png", 320, 200)
+    ]
+    assert len(modelscope_emu.requests_to("task")) == modelscope_emu.job_polls + 1
+    assert progress.messages[0].startswith("submitted job ") and progress.messages[-1] == "downloading"
+    assert_secret_free(None)
+
+
+async def test_edit_with_references_sends_a_list_converted_to_what_modelscope_takes(
+    modelscope_emu: ModelScopeEmulator, modelscope: Make
+) -> None:
+    big = _image(3000, 1500, "PNG")
+    webp = _image(200, 200, "WEBP", (10, 200, 10))
+    jpeg = _image(150, 100, "JPEG")
+
+    result = await modelscope().generate(_edit(big, webp, jpeg, width=1024, height=1024, n=2))
+
+    assert [(i.width, i.height) for i in result.images] == [(1024, 1024)] * 2
+    submits = modelscope_emu.requests_to("submit")
+    assert len(submits) == 2 and all(s.json["size"] == "1024x1024" for s in submits)
+    uris = submits[0].json["image_url"]
+    assert isinstance(uris, list) and len(uris) == 3 and uris == submits[1].json["image_url"]
+    assert [_decoded(u)[0] for u in uris] == [
+        "data:image/png;base64",
+        "data:image/png;base64",
+        "data:image/jpeg;base64",
+    ]
+    assert _decoded(uris[2])[1] == jpeg.data
+    seen = next(iter(modelscope_emu.tasks.values())).inputs
+    assert [(i.width, i.height) for i in seen] == [(2048, 1024), (200, 200), (150, 100)]
+
+
+async def test_a_pinned_edit_model_is_used_and_a_text_to_image_model_is_refused_before_any_call(
+    modelscope_emu: ModelScopeEmulator, modelscope: Make
+) -> None:
+    result = await modelscope().generate(_edit(model="Qwen/Qwen-Image-Edit-2509"))
+    assert result.model == "Qwen/Qwen-Image-Edit-2509"
+    modelscope_emu.requests.clear()
+    with pytest.raises(InvalidArgumentError) as info:
+        await modelscope().generate(_edit(model="Qwen/Qwen-Image"))
+    assert info.value.details["model"] == "Qwen/Qwen-Image" and modelscope_emu.requests == []
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "error"),
+    [
+        ({"images": (_image(),) * 4}, TooManyImagesError),
+        ({"mask": _image()}, MaskMismatchError),
+        ({"width": 2048, "height": 2048}, UnknownResolutionError),
+    ],
+)
+async def test_invalid_edits_fail_before_any_call(
+    modelscope_emu: ModelScopeEmulator, modelscope: Make, request_kw: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await modelscope().generate(_edit(**request_kw))
+    assert modelscope_emu.requests == []
+
+
+async def test_generation_sends_no_image_url(modelscope_emu: ModelScopeEmulator, modelscope: Make) -> None:
+    await modelscope().generate(_req())
+    assert "image_url" not in modelscope_emu.requests_to("submit")[0].json
+
+
+async def test_emulator_refusal_of_an_edit_is_a_provider_invalid_argument(
+    modelscope_emu: ModelScopeEmulator, modelscope: Make
+) -> None:
+    modelscope_emu.max_input_images = 1
+    with pytest.raises(ProviderInvalidArgumentError) as info:
+        await modelscope().generate(_edit(_image(), _image()))
+    assert info.value.details["status"] == 400 and modelscope_emu.tasks == {}
+
+
+def _uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+@pytest.mark.parametrize(
+    ("model", "image_url"),
+    [
+        ("Qwen/Qwen-Image-Edit-2511", "data:image/png;base64,!!not-base64!!"),
+        ("Qwen/Qwen-Image-Edit-2511", _uri(b"<html>not an image</html>")),
+        ("Qwen/Qwen-Image-Edit-2511", _uri(_image().data[:60])),  # truncated
+        ("Qwen/Qwen-Image-Edit-2511", _uri(_image(fmt="JPEG").data, "image/png")),  # says PNG, holds JPEG
+        ("Qwen/Qwen-Image-Edit-2511", _uri(_image(fmt="GIF").data, "image/gif")),
+        ("Qwen/Qwen-Image-Edit-2511", "/home/me/cat.png"),
+        ("Qwen/Qwen-Image-Edit-2511", [_uri(_image().data)] * 4),
+        ("Qwen/Qwen-Image-Edit-2511", []),
+        ("Qwen/Qwen-Image-Edit-2511", {"url": _uri(_image().data)}),
+        ("Qwen/Qwen-Image-Edit-2511", None),  # an edit model needs an image
+        ("Qwen/Qwen-Image", _uri(_image().data)),  # a text-to-image model takes none
+    ],
+)
+async def test_emulator_refuses_malformed_image_url(
+    modelscope_emu: ModelScopeEmulator, model: str, image_url: object
+) -> None:
+    headers = {"Authorization": f"Bearer {modelscope_emu.api_key}", "X-ModelScope-Async-Mode": "true"}
+    body: dict[str, Any] = {"model": model, "prompt": "x"}
+    if image_url is not None:
+        body["image_url"] = image_url
+    url = modelscope_emu.origin + "/v1/images/generations"
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["errors"]["code"] == "InvalidParameter"
+    assert modelscope_emu.tasks == {}
+
+
+async def test_emulator_records_url_inputs_without_fetching_them(modelscope_emu: ModelScopeEmulator) -> None:
+    headers = {"Authorization": f"Bearer {modelscope_emu.api_key}", "X-ModelScope-Async-Mode": "true"}
+    body = {"model": "Qwen/Qwen-Image-Edit-2511", "prompt": "x", "image_url": ["https://example.invalid/a.png"]}
+    url = modelscope_emu.origin + "/v1/images/generations"
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200
+    assert [i.url for i in next(iter(modelscope_emu.tasks.values())).inputs] == ["https://example.invalid/a.png"]
+
+
+async def test_failed_edit_task_is_reported_with_its_code(modelscope_emu: ModelScopeEmulator, modelscope: Make) -> None:
+    modelscope_emu.fail_next("job_failed", code="DataInspectionFailed", message="Input image may be inappropriate.")
+    with pytest.raises(ContentRejectedError) as info:
+        await modelscope().generate(_edit())
+    assert info.value.details["vendor_code"] == "DataInspectionFailed" and info.value.details["task_id"]
+    assert len(modelscope_emu.requests_to("submit")) == 1
+
+
+@pytest.mark.parametrize(("route", "retryable"), [("submit", True), ("task", False)])
+async def test_edit_server_errors_are_unavailable_and_retryable_only_before_a_task_exists(
+    modelscope_emu: ModelScopeEmulator, modelscope: Make, route: str, retryable: bool
+) -> None:
+    modelscope_emu.fail_always("server_error", on=route)
+    with pytest.raises(ProviderUnavailableError) as info:
+        await modelscope().generate(_edit())
+    assert info.value.retryable is retryable and info.value.details["status"] == 500
+
+
+async def test_hung_edit_task_times_out_and_resumes_without_resubmitting(
+    modelscope_emu: ModelScopeEmulator, modelscope: Make, progress: Any
+) -> None:
+    source = _image(300, 180)
+    modelscope_emu.fail_always("hang", on="task")
+    with pytest.raises(ProviderTimeoutError) as info:
+        await modelscope(modelscope_timeout=0.3).generate(_edit(source), progress)
+    assert not info.value.retryable
+    task_id = progress.messages[0].removeprefix("submitted job ")
+    assert task_id in modelscope_emu.tasks
+    modelscope_emu.clear_faults()
+    modelscope_emu.release()
+
+    result = await modelscope().generate(_edit(source, resume=(task_id,)))
+
+    assert [(i.width, i.height) for i in result.images] == [(300, 180)]
+    assert result.model == "Qwen/Qwen-Image-Edit-2511"
+    assert len(modelscope_emu.requests_to("submit")) == 1
+
+
+async def test_catalog_declares_edits() -> None:
+    assert (CATALOG.max_input_images, CATALOG.supports_mask) == (3, False)
+    assert "Qwen/Qwen-Image-Edit-2511" in CATALOG.edit_notes and CATALOG.models[0] == "Qwen/Qwen-Image"
