@@ -306,8 +306,7 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
                 params = replace(params, output=planned, overwrite=overwrite)
             if edit is not None:
                 refs, mask = edit
-                names, mask_name = await service.store_inputs(caller, refs, mask, folders)
-                params = replace(params, images=names, mask=mask_name)
+                params = await service.store_inputs(caller, params, refs, mask, folders)
             # Arguments are checked before a job exists, so a bad call fails fast and costs nothing.
             job = await service.start_job(caller, params, idempotency_key)
         except ImageServerError as exc:

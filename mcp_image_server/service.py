@@ -423,16 +423,19 @@ class ImageService:
     # --- edit inputs --------------------------------------------------------------------------
 
     async def store_inputs(
-        self, caller: Caller, refs: Sequence[str], mask: str | None, folders: Sequence[Path] | None
-    ) -> tuple[tuple[str, ...], str | None]:
-        """Read, check and keep an edit's inputs where any replica's job can load them; their names.
+        self, caller: Caller, params: GenerateParams, refs: Sequence[str], mask: str | None,
+        folders: Sequence[Path] | None,
+    ) -> GenerateParams:
+        """Read and check an edit's inputs, check the edit against the catalog and the caller's
+        providers, and only then keep the inputs where any replica's job can load them: a refused
+        edit writes nothing. Returns ``params`` naming them.
 
         ``folders``: where file paths may point (stdio); ``None`` refuses paths (HTTP).
 
         Raises:
             InvalidArgumentError and subclasses (InvalidImageError, MaskMismatchError, PathNotAllowedError,
-            UrlNotAllowedError, TooManyImagesError), ImageNotFoundError, ImageTooLargeError,
-            InputFetchFailedError, StorageError.
+            UrlNotAllowedError, TooManyImagesError, EditNotSupportedError), ProviderNotConfiguredError,
+            ProviderNotAllowedError, ImageNotFoundError, ImageTooLargeError, InputFetchFailedError, StorageError.
         """
         settings = self._settings
         if not refs:
@@ -464,12 +467,12 @@ class ImageService:
             decoded.append(await asyncio.to_thread(decode, data, field, settings.max_input_image_bytes))
         if mask:
             await asyncio.to_thread(check_mask, decoded[-1], decoded[0])
-        names = []
-        for image in decoded:
-            name = input_name(image)
+        names = [input_name(image) for image in decoded]
+        edit = replace(params, images=tuple(names[: len(refs)]), mask=names[-1] if mask else None)
+        self.quotas.check_provider(caller, self._prepare(edit).selection.provider)
+        for name, image in zip(names, decoded, strict=True):
             await asyncio.to_thread(self.store.blobs.put, INPUT_PREFIX + name, image.data)
-            names.append(name)
-        return (tuple(names[: len(refs)]), names[-1] if mask else None)
+        return edit
 
     async def _load_input(self, name: str, field: str) -> InputImage:
         """Raises: InvalidImageError when the input is gone (swept after MCP_JOB_TTL)."""

@@ -294,7 +294,8 @@ async def test_a_provider_that_cannot_edit_says_so(tmp_path: Path) -> None:
     finally:
         await service.aclose()
     assert not any(p.name.startswith(".tmp") for p in (tmp_path / "images").iterdir())
-    assert os.listdir(tmp_path / "images" / ".inputs")  # inputs are kept for the job
+    inputs = tmp_path / "images" / ".inputs"
+    assert not inputs.exists() or not os.listdir(inputs)  # refused edits store nothing
 
 
 async def test_output_files_land_inside_the_roots_and_never_clobber(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from mcp_image_server.config import Secret, Settings
 from mcp_image_server.demo import add_demo_routes
+from mcp_image_server.providers import ProviderSpec
 from mcp_image_server.server import build_mcp_server
 from mcp_image_server.service import ImageService
 from mcp_image_server.transports.http import create_http_app
@@ -55,19 +57,19 @@ class LiveServer:
         return self.base + "/mcp"
 
 
-@pytest_asyncio.fixture
-async def live_server(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    """The real MCP surface (``local`` provider) over HTTP with a token, plus ``/demo/``."""
-    settings = dataclasses.replace(
-        Settings(),
-        transport="http",
-        port=0,
-        image_save_dir=tmp_path / "images",
-        auth_tokens=(Secret(TOKEN),),
+@asynccontextmanager
+async def serve_live(
+    tmp_path: Path, token: str, extra_providers: Sequence[ProviderSpec] = (), **settings: Any
+) -> AsyncIterator[LiveServer]:
+    """The real MCP surface (``local`` provider, plus ``extra_providers``) over HTTP on 127.0.0.1:0,
+    with ``/demo/``; ``settings`` override ``Settings`` fields (tokens, a tokens file)."""
+    config = dataclasses.replace(
+        Settings(), transport="http", port=0, image_save_dir=tmp_path / "images",
+        **{"auth_tokens": (Secret(TOKEN),), **settings},
     )
-    service = ImageService(settings, environ={})
+    service = ImageService(config, environ={}, extra_providers=extra_providers)
     await service.start()
-    app = create_http_app(service, build_mcp_server(service), settings)
+    app = create_http_app(service, build_mcp_server(service), config)
     add_demo_routes(app)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5)
     await runner.setup()
@@ -76,10 +78,17 @@ async def live_server(tmp_path: Path) -> AsyncIterator[LiveServer]:
         await site.start()
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         service.http_base_url = base
-        yield LiveServer(base, TOKEN, service, app)
+        yield LiveServer(base, token, service, app)
     finally:
         await runner.cleanup()
         await service.aclose()
+
+
+@pytest_asyncio.fixture
+async def live_server(tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """The real MCP surface (``local`` provider) over HTTP with a token, plus ``/demo/``."""
+    async with serve_live(tmp_path, TOKEN) as server:
+        yield server
 
 
 @pytest_asyncio.fixture

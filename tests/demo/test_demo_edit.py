@@ -18,16 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from aiohttp import web
 from PIL import Image
 
-from mcp_image_server.config import Secret, Settings
-from mcp_image_server.demo import add_demo_routes
-from mcp_image_server.server import build_mcp_server
-from mcp_image_server.service import ImageService
-from mcp_image_server.transports.http import create_http_app
-
-from .conftest import TOKEN, LiveServer
+from .conftest import TOKEN, LiveServer, serve_live
 from .test_demo_browser import ALL_LOADED, DESKTOP, PHONE, UNNAMED_CONTROLS, WAIT_MS, connect, demo_page, generate
 
 # Before and after, each with the size the browser decoded and where it sits on the page.
@@ -312,24 +305,8 @@ async def mixed_server(tmp_path: Path) -> AsyncIterator[LiveServer]:
         CATALOG, name="plain", display_name="Plain", max_input_images=0, supports_mask=False))
     nomask = dataclasses.replace(SPEC, catalog=dataclasses.replace(
         CATALOG, name="nomask", display_name="No mask", max_input_images=2, supports_mask=False))
-    settings = dataclasses.replace(
-        Settings(), transport="http", port=0, image_save_dir=tmp_path / "images", auth_tokens=(Secret(TOKEN),),
-    )
-    service = ImageService(settings, environ={}, extra_providers=[plain, nomask])
-    await service.start()
-    app = create_http_app(service, build_mcp_server(service), settings)
-    add_demo_routes(app)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        service.http_base_url = base
-        yield LiveServer(base, TOKEN, service, app)
-    finally:
-        await runner.cleanup()
-        await service.aclose()
+    async with serve_live(tmp_path, TOKEN, [plain, nomask]) as server:
+        yield server
 
 
 async def test_only_providers_that_can_edit_are_offered_and_a_refusal_is_the_servers_sentence(

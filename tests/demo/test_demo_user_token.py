@@ -10,7 +10,6 @@ generation over the daily quota, and the admin-only tools (``reload_config``,
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -19,17 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from aiohttp import web
 
-from mcp_image_server.config import Secret, Settings
-from mcp_image_server.demo import add_demo_routes
-from mcp_image_server.server import build_mcp_server
-from mcp_image_server.service import ImageService
+from mcp_image_server.config import Secret
 from mcp_image_server.tenants import load_tokens_file
-from mcp_image_server.transports.http import create_http_app
 
 from .conftest import TOKEN as ADMIN
-from .conftest import LiveServer
+from .conftest import LiveServer, serve_live
 from .test_demo_browser import ALL_LOADED, DESKTOP, WAIT_MS, connect, demo_page, generate
 
 USER = "ursula-token-0123456789"
@@ -65,29 +59,10 @@ async def user_server(tmp_path: Path) -> AsyncIterator[LiveServer]:
         'role = "user"\n'
         "images_per_day = 2\n"
     )
-    settings = dataclasses.replace(
-        Settings(),
-        transport="http",
-        port=0,
-        image_save_dir=tmp_path / "images",
-        auth_tokens=(Secret(ADMIN),),
-        tokens_file=load_tokens_file(str(tokens)),
-    )
-    service = ImageService(settings, environ={})
-    await service.start()
-    app = create_http_app(service, build_mcp_server(service), settings)
-    add_demo_routes(app)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        service.http_base_url = base
-        yield LiveServer(base, USER, service, app)
-    finally:
-        await runner.cleanup()
-        await service.aclose()
+    async with serve_live(
+        tmp_path, USER, auth_tokens=(Secret(ADMIN),), tokens_file=load_tokens_file(str(tokens))
+    ) as server:
+        yield server
 
 
 def _tool_calls(bodies: list[str]) -> list[str]:
