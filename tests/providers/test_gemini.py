@@ -165,7 +165,8 @@ async def test_n_images_are_n_concurrent_calls_with_distinct_seeds_and_converted
     task = asyncio.create_task(gemini_provider().generate(_req(n=3, seed=7, output_format="jpeg")))
     async with asyncio.timeout(5):
         while gemini_emu.hangs < 3:  # all three are in flight at once before any is answered
-            await asyncio.sleep(0.01)
+            gemini_emu.hanging.clear()  # no await between the check and the clear: no hang is missed
+            await gemini_emu.hanging.wait()
         gemini_emu.release()
         result = await task
     assert [i.mime_type for i in result.images] == ["image/jpeg"] * 3
