@@ -9,6 +9,7 @@ against that list by the tests.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -140,6 +141,46 @@ def _url(value: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("expected an http(s):// URL")
     return value
+
+
+_SCOPE_RE: Final = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")
+"""An RFC 6749 scope-token: printable ASCII without space, '"' or backslash."""
+
+
+def _scope(value: str) -> str:
+    value = value.strip()
+    if not _SCOPE_RE.match(value):
+        raise ValueError("expected one scope name (printable ASCII, no spaces, quotes or backslashes)")
+    return value
+
+
+def _claim(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 64 or not value.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise ValueError("expected a claim name such as sub, preferred_username, email or oid")
+    return value
+
+
+def _issuer(value: str) -> str | None:
+    """Kept as written (a trailing slash is part of some issuers, Auth0's among them); https off loopback."""
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not _host_port_ok(parts) or parts.query or parts.fragment:
+        raise ValueError("expected the issuer URL, such as https://idp.example.com/realms/main")
+    if parts.scheme == "http" and not _is_loopback_name(parts.hostname or ""):
+        raise ValueError("expected an https:// issuer (plain http is accepted on loopback only)")
+    return value
+
+
+def _is_loopback_name(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _store_url(value: str) -> str | None:
@@ -278,6 +319,18 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("MCP_PRICES_FILE", "prices_file", load_prices_file, "",
           "TOML file overriding the catalog's USD price per image (re-read by reload_config)."),
     Field("MCP_PUBLIC_BASE_URL", "public_base_url", _url, "", "Public URL prefix for image links."),
+    # oauth
+    Field("MCP_OAUTH_ISSUER", "oauth_issuer", _issuer, "",
+          "OAuth 2.1 authorization server (issuer URL): accept its JWT access tokens beside the static tokens.",
+          True),
+    Field("MCP_OAUTH_AUDIENCE", "oauth_audience", _csv, "",
+          "Accepted aud values, comma-separated (default: MCP_PUBLIC_BASE_URL + /mcp, RFC 8707).", True),
+    Field("MCP_OAUTH_SCOPE", "oauth_scope", _scope, "images", "Scope an access token needs to use the server.",
+          True),
+    Field("MCP_OAUTH_ADMIN_SCOPE", "oauth_admin_scope", _scope, "images:admin",
+          "Scope that makes an access token's caller an admin (reload_config, all jobs, /metrics).", True),
+    Field("MCP_OAUTH_NAME_CLAIM", "oauth_name_claim", _claim, "sub",
+          "Access-token claim naming the tenant that owns jobs and images.", True),
     Field("MCP_IMAGE_SAVE_DIR", "image_save_dir", _path, "./generated_images", "Where images are written.", True),
     Field("MCP_IMAGE_RECORD_TTL", "image_record_ttl", _int_range(1, 10 * 365 * 86400), "86400",
           "Seconds an image record stays readable by get_image_data."),
@@ -439,6 +492,11 @@ class Settings:
     tokens_file: TokenTable | None = None
     prices_file: PriceTable | None = None
     public_base_url: str | None = None
+    oauth_issuer: str | None = None
+    oauth_audience: tuple[str, ...] = ()
+    oauth_scope: str = "images"
+    oauth_admin_scope: str = "images:admin"
+    oauth_name_claim: str = "sub"
     image_save_dir: Path = Path("generated_images").resolve()
     image_record_ttl: int = 86400
     get_image_data_max_bytes: int = 10 * 1024 * 1024

@@ -26,6 +26,9 @@ between releases (README, "Error codes"). Tools turn these into results with
     ├── WorkerLostError                   worker_lost
     ├── QueueFullError                    queue_full        (transient)
     ├── ForbiddenError                    forbidden         (the caller's role may not)
+    ├── InvalidTokenError                 invalid_token     (HTTP 401: an access token that does not verify)
+    ├── InsufficientScopeError            insufficient_scope (HTTP 403: ``details.scope`` is needed)
+    ├── IssuerUnavailableError            issuer_unavailable (transient; HTTP 503)
     ├── ProviderNotAllowedError           provider_not_allowed
     ├── QuotaExceededError                quota_exceeded    (limit, used, resets_at)
     │   └── BudgetExceededError           budget_exceeded
@@ -60,8 +63,11 @@ __all__ = [
     "ImageServerError",
     "ImageTooLargeError",
     "InputFetchFailedError",
+    "InsufficientScopeError",
     "InvalidArgumentError",
     "InvalidImageError",
+    "InvalidTokenError",
+    "IssuerUnavailableError",
     "JobNotFoundError",
     "MaskMismatchError",
     "ModelNotFoundError",
@@ -247,6 +253,25 @@ class ForbiddenError(ImageServerError):
     """The caller's role may not do this (a ``user`` token calling an admin tool)."""
 
     code = "forbidden"
+
+
+class InvalidTokenError(ImageServerError):
+    """An OAuth access token that is expired, for another audience or issuer, or not signed by the issuer."""
+
+    code = "invalid_token"
+
+
+class InsufficientScopeError(ImageServerError):
+    """A verified access token without the scope this needs (``details.scope``)."""
+
+    code = "insufficient_scope"
+
+
+class IssuerUnavailableError(ImageServerError):
+    """The OAuth issuer's metadata or keys could not be fetched; no token is accepted unverified."""
+
+    code = "issuer_unavailable"
+    transient = True
 
 
 class ProviderNotAllowedError(ImageServerError):

@@ -510,7 +510,13 @@ class JobManager:
 
     async def _settled(self, job: Job, timeout: float = _SETTLE_WAIT_S) -> None:
         """Let the end of ``job`` here (its quota settlement) land before it is reported: the
-        caller's next call then sees its counters with this job's refund in them."""
+        caller's next call then sees its counters with this job's refund in them.
+
+        The job's own task may still be saving its end to the shared state, with the settlement
+        not yet begun: wait for that task first."""
+        task = job.task
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.wait({task}, timeout=timeout)
         ending = self._ending.get(job.job_id)
         if ending is not None:
             await asyncio.wait({ending}, timeout=timeout)

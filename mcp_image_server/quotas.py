@@ -83,8 +83,10 @@ class MemoryLedger:
 def require_admin(caller: Caller, what: str) -> None:
     """Raises: ForbiddenError for a ``user`` token."""
     if not caller.is_admin:
+        why = "an access token without the admin scope (MCP_OAUTH_ADMIN_SCOPE)" if caller.oauth else (
+            "role 'user' (MCP_TOKENS_FILE)")
         raise ForbiddenError(
-            f"{what} needs an admin token; {caller.name!r} has role 'user' (MCP_TOKENS_FILE)",
+            f"{what} needs an admin token; {caller.name!r} has {why}",
             details={"role": caller.role, "needed": "admin"},
         )
 

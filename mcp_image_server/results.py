@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import anyio
@@ -138,7 +139,17 @@ def error_result(exc: ImageServerError, **extra: Any) -> CallToolResult:
 
 
 def caller_of(service: ImageService, ctx: Context[Any, Any]) -> Caller:
-    """Who calls (tenants.py): the token's caller, the stdio client, or, without tokens, anyone."""
+    """Who calls (tenants.py): the token's caller, the stdio client, or, without tokens, anyone.
+
+    The HTTP transport hands over the caller its access check found, the one ``Caller`` it keeps
+    on the aiohttp request (an OAuth caller exists only there); without one, the caller is looked
+    up again from the request's token.
+    """
+    request = getattr(ctx.request_context, "request", None)
+    if isinstance(request, MutableMapping):
+        for value in request.values():
+            if isinstance(value, Caller):
+                return value
     headers = ctx.headers
     if headers is None:
         return STDIO

@@ -4,6 +4,11 @@ A caller is identified by the SHA-256 of the token it presents; the file stores 
 digest (a plain ``token`` is accepted with a warning). Every job and image belongs to a
 caller's ``owner``: ``tenant:<name>`` for a named token, so rotating a token under the same
 name keeps its images; ``token:<fingerprint>`` for an ``MCP_AUTH_TOKEN`` token, as before.
+
+An OAuth access token (oauth.py) names its caller by a claim: an entry with that ``subject``
+gives it the entry's name, owner and limits (``subject = "*"``: the limits of every OAuth
+caller without its own entry); otherwise it owns as ``oauth:<claim value>``. Its role always
+comes from its scopes, so the identity provider decides who is an admin.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .tomlfile import read_tables, table_of
 __all__ = [
     "ANONYMOUS",
     "STDIO",
+    "WILDCARD_SUBJECT",
     "Caller",
     "Directory",
     "Limits",
@@ -38,7 +44,8 @@ Role = Literal["admin", "user"]
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
 _HEX64_RE: Final = re.compile(r"^[0-9a-fA-F]{64}\Z")
 _LIMIT_KEYS: Final = ("requests_per_minute", "images_per_day", "max_concurrent_jobs", "monthly_budget_usd")
-_KEYS: Final = frozenset({"name", "token_sha256", "token", "role", "providers", *_LIMIT_KEYS})
+_KEYS: Final = frozenset({"name", "token_sha256", "token", "subject", "role", "providers", *_LIMIT_KEYS})
+WILDCARD_SUBJECT: Final = "*"
 
 
 def digest_of(token: str) -> bytes:
@@ -66,6 +73,8 @@ class Caller:
     role: Role
     owner: str
     limits: Limits = field(default_factory=Limits)
+    oauth: bool = False
+    """Authenticated by an OAuth access token: its role comes from its scopes, not from a file."""
 
     @property
     def is_admin(self) -> bool:
@@ -86,8 +95,11 @@ def static_caller(digest: bytes) -> Caller:
 
 @dataclass(frozen=True, slots=True)
 class TokenEntry:
+    """A static token (``digest``) or an OAuth subject (``subject``, digest ``b""``) and who it is."""
+
     digest: bytes = field(repr=False)
     caller: Caller
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +123,20 @@ def _entry(raw: Any) -> tuple[TokenEntry, bool]:
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"key 'name' must be 1-64 letters, digits, '_', '.', '@' or '-', got {name!r}")
-    if ("token" in raw) == ("token_sha256" in raw):
-        raise ValueError("give exactly one of the keys 'token_sha256' (hex SHA-256 of the token) or 'token'")
+    if sum(key in raw for key in ("token", "token_sha256", "subject")) != 1:
+        raise ValueError("give exactly one of the keys 'token_sha256' (hex SHA-256 of the token), 'token', "
+                         "or 'subject' (an OAuth access token's name claim, or \"*\" for every OAuth caller)")
     plain = "token" in raw
-    if plain:
+    subject = raw.get("subject")
+    if subject is not None:
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > 256:
+            raise ValueError("key 'subject' must be the value of the access token's name claim "
+                             "(MCP_OAUTH_NAME_CLAIM), or \"*\"")
+        if "role" in raw:
+            raise ValueError("key 'role' does not apply to a 'subject' entry: an OAuth caller's role comes from "
+                             "its scopes (MCP_OAUTH_ADMIN_SCOPE)")
+        digest = b""
+    elif plain:
         token = raw["token"]
         if not isinstance(token, str) or len(token.strip()) < 16:
             raise ValueError("key 'token' must be a string of at least 16 characters")
@@ -136,7 +158,8 @@ def _entry(raw: Any) -> tuple[TokenEntry, bool]:
         if not isinstance(providers, list) or not all(isinstance(p, str) and p.strip() for p in providers):
             raise ValueError("key 'providers' must be a list of provider names")
         limits["providers"] = frozenset(p.strip().lower() for p in providers)
-    return TokenEntry(digest, Caller(name, role, f"tenant:{name}", Limits(**limits))), plain
+    caller = Caller(name, role, f"tenant:{name}", Limits(**limits), oauth=subject is not None)
+    return TokenEntry(digest, caller, subject.strip() if subject is not None else None), plain
 
 
 def load_tokens_file(value: str) -> TokenTable | None:
@@ -147,10 +170,15 @@ def load_tokens_file(value: str) -> TokenTable | None:
     entries: list[TokenEntry] = []
     names: set[str] = set()
     digests: set[bytes] = set()
+    subjects: set[str] = set()
     for where, (entry, plain) in file.parse(_entry):
         if entry.caller.name in names:
             raise ValueError(f"{where}: key 'name': {entry.caller.name!r} is used twice")
-        if entry.digest in digests:
+        if entry.subject is not None:
+            if entry.subject in subjects:
+                raise ValueError(f"{where}: key 'subject': {entry.subject!r} is listed twice")
+            subjects.add(entry.subject)
+        elif entry.digest in digests:
             raise ValueError(f"{where}: key 'token_sha256': the same token is listed twice")
         if plain:
             logger.warning("%s: token %r is stored in plain text; store token_sha256 instead "
@@ -167,14 +195,30 @@ class Directory:
 
     by_digest: dict[bytes, Caller]
     by_owner: dict[str, Caller]
+    by_subject: dict[str, Caller] = field(default_factory=dict)
 
     @classmethod
     def build(cls, static_tokens: tuple[str, ...], table: TokenTable | None) -> Directory:
         """``MCP_AUTH_TOKEN`` tokens as admins, then the file's (which win for a token in both)."""
         by_digest = {d: static_caller(d) for d in map(digest_of, static_tokens)}
+        by_subject: dict[str, Caller] = {}
         for entry in table.entries if table else ():
-            by_digest[entry.digest] = entry.caller
-        return cls(by_digest, {c.owner: c for c in by_digest.values()})
+            if entry.subject is not None:
+                by_subject[entry.subject] = entry.caller
+            else:
+                by_digest[entry.digest] = entry.caller
+        owners = {c.owner: c for c in by_digest.values()}
+        owners.update((c.owner, c) for s, c in by_subject.items() if s != WILDCARD_SUBJECT)
+        return cls(by_digest, owners, by_subject)
+
+    def oauth_caller(self, name: str, admin: bool) -> Caller:
+        """The caller a verified access token names: its ``subject`` entry, else ``oauth:<name>``."""
+        role: Role = "admin" if admin else "user"
+        entry = self.by_subject.get(name)
+        if entry is not None:
+            return Caller(entry.name, role, entry.owner, entry.limits, oauth=True)
+        default = self.by_subject.get(WILDCARD_SUBJECT)
+        return Caller(name, role, f"oauth:{name}", default.limits if default else Limits(), oauth=True)
 
     def caller(self, token: str | None) -> Caller | None:
         """The caller a presented token names, ``None`` when it names none (constant time per digest)."""

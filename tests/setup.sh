@@ -22,7 +22,8 @@ if [ "$STRICT" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
     missing "redis-server not found (Debian: apt-get install redis-server)"
 fi
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && command -v bash >/dev/null 2>&1; then
-    for script in "$HERE/interop/install_clients.sh" "$HERE/tasks/install.sh"; do
+    for script in "$HERE/interop/install_clients.sh" "$HERE/tasks/install.sh" \
+        "$HERE/oauth/install.sh"; do
         bash "$script" >&2 || missing "$script failed"
     done
 else

@@ -30,6 +30,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 
 from ..config import Settings
 from ..errors import ConfigError, ForbiddenError, ImageNotFoundError, StorageUnavailableError
+from ..oauth import OAuthConfig, Verifier
 from ..service import ImageService
 from ..store import FILE_NAME_RE, ImageStore
 from . import legacy, modern
@@ -44,6 +45,7 @@ from .middleware import (
     is_loopback_host,
     make_access_middleware,
 )
+from .protected import METADATA_PATH, OAUTH_KEY, RESOURCE_PATH, OAuthGate, metadata_handler
 from .sessions import DEFAULT_LINGER, SessionLimits, SessionManager
 from .wire import (
     KEEPALIVE_SECONDS,
@@ -114,7 +116,8 @@ def create_http_app(
     2026-07-28 era closing the response is how a client cancels a call.
     """
     current: Callable[[], Settings] = lambda: service.settings
-    policy = PolicySource(current, settings.host, lambda: service.directory)
+    gate = _oauth_gate(service, settings)
+    policy = PolicySource(current, settings.host, lambda: service.directory, gate)
     metrics = Metrics(service, lambda: len(app[SESSIONS_KEY]))
     app = web.Application(
         middlewares=[
@@ -149,6 +152,9 @@ def create_http_app(
     app[PARAM_CHECK_KEY] = modern.ParamHeaderCheck()
     app[SILENCE_KEY] = modern.SilenceWatch(keepalive)
     app.cleanup_ctx.append(_mcp_lifespan)
+    if gate is not None:
+        app[OAUTH_KEY] = gate
+        app.cleanup_ctx.append(_verifier_lifespan)
     app.on_shutdown.append(_close_long_streams)
 
     for path in MCP_PATHS:
@@ -156,6 +162,8 @@ def create_http_app(
     app.router.add_get("/health", _health)
     app.router.add_get(METRICS_PATH, metrics_handler)
     app.router.add_get("/images/{file}", _image)
+    app.router.add_get(METADATA_PATH, metadata_handler)
+    app.router.add_get(METADATA_PATH + "/{path:.*}", metadata_handler)
     app.router.add_route("*", "/.well-known/{name:oauth-.*}", _not_an_oauth_server)
     if settings.serve_demo == "true" or (settings.serve_demo == "auto" and is_loopback_host(settings.host)):
         from ..demo import add_demo_routes
@@ -235,6 +243,8 @@ async def _health(request: web.Request) -> web.Response:
         sessions=len(app[SESSIONS_KEY]),
         uptime_s=round(time.monotonic() - app[STARTED_KEY], 1),
     )
+    if (gate := app.get(OAUTH_KEY)) is not None:
+        info["oauth"] = gate.verifier.status
     return web.json_response(info, headers={"Cache-Control": "no-store"})
 
 
@@ -343,8 +353,44 @@ async def _send_image(
 
 
 async def _not_an_oauth_server(request: web.Request) -> web.Response:
-    """We use static tokens, not OAuth: a 404 here stops clients from starting an OAuth flow."""
+    """Not an authorization server (and, without MCP_OAUTH_ISSUER, no OAuth at all): a 404 here
+    stops clients from starting an OAuth flow against us."""
     raise web.HTTPNotFound()
+
+
+def _oauth_gate(service: ImageService, settings: Settings) -> OAuthGate | None:
+    """With MCP_OAUTH_ISSUER: the verifier, and this server's URL as clients reach it."""
+    config = OAuthConfig.from_settings(settings)
+    if config is None:
+        return None
+    public = settings.public_base_url
+    loopback = is_loopback_host(settings.host)
+
+    def base_url(request: web.BaseRequest) -> str:
+        if public:
+            return public
+        if loopback:  # the Host header was checked against the loopback names
+            return f"{request.scheme}://{request.host}"
+        return service.http_base_url or f"{request.scheme}://{request.host}"
+
+    def audiences() -> frozenset[str]:
+        if public:
+            return frozenset({public + RESOURCE_PATH})
+        bound = service.http_base_url
+        if bound is None:
+            return frozenset()
+        port = bound.rsplit(":", 1)[1]
+        names = ("127.0.0.1", "localhost", "[::1]") if loopback else (bound.split("//", 1)[1].rsplit(":", 1)[0],)
+        return frozenset(f"http://{name}:{port}{RESOURCE_PATH}" for name in names)
+
+    return OAuthGate(Verifier(config, audiences), base_url)
+
+
+async def _verifier_lifespan(app: web.Application) -> AsyncIterator[None]:
+    verifier = app[OAUTH_KEY].verifier
+    await verifier.start()
+    yield
+    await verifier.aclose()
 
 
 async def _mcp_lifespan(app: web.Application) -> AsyncIterator[None]:
@@ -386,12 +432,21 @@ async def _close_long_streams(app: web.Application) -> None:
 
 
 def check_bind(settings: Settings) -> None:
-    """Refuse a public bind without a token unless explicitly allowed, then warn loudly.
+    """Refuse a public bind without credentials unless explicitly allowed, then warn loudly.
 
     Raises:
-        ConfigError: non-loopback ``MCP_HOST``, no ``MCP_AUTH_TOKEN``, no ``MCP_ALLOW_UNAUTHENTICATED``.
+        ConfigError: non-loopback ``MCP_HOST`` with no token, tokens file or OAuth issuer, and no
+            ``MCP_ALLOW_UNAUTHENTICATED``; or OAuth with no audience to check.
     """
-    if settings.auth_tokens or is_loopback_host(settings.host):
+    if settings.oauth_issuer and not (settings.oauth_audience or settings.public_base_url
+                                      or is_loopback_host(settings.host)):
+        raise ConfigError(
+            "MCP_OAUTH_ISSUER needs the audience its access tokens are for: set MCP_PUBLIC_BASE_URL (the "
+            "audience is then its /mcp URL, RFC 8707) or MCP_OAUTH_AUDIENCE",
+            details={"host": settings.host},
+        )
+    if (settings.auth_tokens or settings.oauth_issuer or is_loopback_host(settings.host)
+            or (settings.tokens_file is not None and settings.tokens_file.entries)):
         return
     if not settings.allow_unauthenticated:
         raise ConfigError(

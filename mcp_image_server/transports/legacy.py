@@ -27,6 +27,7 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from ..errors import StateUnavailableError
+from .middleware import step_up
 from .sessions import Session, SessionGone, SessionManager
 from .wire import (
     JSON_CONTENT_TYPE,
@@ -111,6 +112,8 @@ async def handle_post(
             return jsonrpc_error(400, PARSE_ERROR, "Parse error")
         return jsonrpc_error(400, INVALID_REQUEST, "Invalid Request: the body must be one JSON-RPC message")
 
+    if isinstance(message, JSONRPCRequest) and (refused := step_up(request, message)) is not None:
+        return refused
     session_id = request.headers.get(SESSION_HEADER)
     if session_id is None:
         if not (isinstance(message, JSONRPCRequest) and message.method == "initialize"):

@@ -19,11 +19,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, JSONRPCRequest
 
 from ..config import Settings
-from ..errors import StateUnavailableError
+from ..errors import InvalidTokenError, IssuerUnavailableError, StateUnavailableError
+from ..oauth import grants, looks_like_jwt
 from ..tenants import ANONYMOUS, Caller, Directory
+from .protected import OAUTH_KEY, REALM, OAuthGate, challenge, insufficient_scope, needs_admin, oauth_owner
 from .wire import CORS_ORIGIN_KEY, JSON_CONTENT_TYPE, MCP_PATHS, add_cors_headers, jsonrpc_error
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "error_middleware",
     "is_loopback_host",
     "make_access_middleware",
+    "step_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ OWNER_KEY: Final = web.RequestKey("mcp_owner", bytes)
 CALLER_KEY: Final = web.RequestKey("mcp_caller", Caller)
 """Who the request runs as (tenants.py): its name, role and limits."""
 
-REALM: Final = "mcp-image-server"
+
 WWW_AUTHENTICATE: Final = f'Bearer realm="{REALM}", error="invalid_token"'
 CORS_ALLOW_HEADERS: Final = (
     "Authorization",
@@ -107,13 +110,18 @@ class AccessPolicy:
     """Allowed Host names (DNS-rebinding guard); ``None`` skips the check (non-loopback binds)."""
     metrics_public: bool = False
     """GET /metrics without credentials (MCP_METRICS_PUBLIC)."""
+    oauth: OAuthGate | None = None
+    """Access tokens from MCP_OAUTH_ISSUER, beside the static tokens."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, bind_host: str, directory: Directory) -> AccessPolicy:
+    def from_settings(
+        cls, settings: Settings, bind_host: str, directory: Directory, oauth: OAuthGate | None = None
+    ) -> AccessPolicy:
         digests = tuple(directory.by_digest)
         # No token on a public bind only runs with MCP_ALLOW_UNAUTHENTICATED; if a reload
         # removed every token there, fail closed rather than open.
-        required = bool(digests) or not (is_loopback_host(bind_host) or settings.allow_unauthenticated)
+        required = (bool(digests) or oauth is not None
+                    or not (is_loopback_host(bind_host) or settings.allow_unauthenticated))
         origins: set[tuple[str, str, int | None]] = {
             (scheme, name, None) for scheme in _DEFAULT_PORTS for name in _LOOPBACK_NAMES
         }
@@ -130,7 +138,7 @@ class AccessPolicy:
         hosts = None
         if is_loopback_host(bind_host):
             hosts = frozenset(_LOOPBACK_NAMES | {host for _, host, _ in origins})
-        return cls(directory, required, frozenset(origins), hosts, settings.metrics_public)
+        return cls(directory, required, frozenset(origins), hosts, settings.metrics_public, oauth)
 
     def origin_allowed(self, origin: str) -> bool:
         key = _origin_key(origin)
@@ -160,17 +168,19 @@ class AccessPolicy:
 class PolicySource:
     """The ``AccessPolicy`` of the current settings snapshot, rebuilt only when the snapshot changes."""
 
-    def __init__(self, settings: Callable[[], Settings], bind_host: str, directory: Callable[[], Directory]) -> None:
+    def __init__(self, settings: Callable[[], Settings], bind_host: str, directory: Callable[[], Directory],
+                 oauth: OAuthGate | None = None) -> None:
         self._settings = settings
         self._bind_host = bind_host
         self._directory = directory
+        self._oauth = oauth
         self._seen: Settings | None = None
         self._policy: AccessPolicy | None = None
 
     def __call__(self) -> AccessPolicy:
         current = self._settings()
         if current is not self._seen or self._policy is None:
-            self._policy = AccessPolicy.from_settings(current, self._bind_host, self._directory())
+            self._policy = AccessPolicy.from_settings(current, self._bind_host, self._directory(), self._oauth)
             self._seen = current
         return self._policy
 
@@ -245,7 +255,7 @@ def make_access_middleware(
         if request.method == "OPTIONS":
             return _preflight(request, origin)
         if _is_mcp(request) or (request.path == METRICS_PATH and not current.metrics_public):
-            if (refused := _authenticate(request, current)) is not None:
+            if (refused := await _authenticate(request, current)) is not None:
                 return refused
             if admit is not None and (refused := await _rate(request, admit)) is not None:
                 return refused
@@ -309,8 +319,11 @@ def _credential(request: web.BaseRequest) -> str | None:
     return keys.pop() if len(keys) == 1 else None
 
 
-def _authenticate(request: web.Request, current: AccessPolicy) -> web.Response | None:
-    """Bearer (or X-API-Key) on the MCP endpoint: ``None`` admits (recording the owner), else the refusal."""
+async def _authenticate(request: web.Request, current: AccessPolicy) -> web.Response | None:
+    """Bearer (or X-API-Key) on the MCP endpoint: ``None`` admits (recording the owner), else the refusal.
+
+    A static token is looked up first; anything shaped like a JWT then goes to the OAuth verifier.
+    """
     if not _is_text(request, _CREDENTIAL_HEADERS):
         # Undecodable bytes (kept as surrogates by aiohttp) would break whatever reads the
         # header as text later, such as the job-owner fingerprint on a server without tokens.
@@ -319,21 +332,57 @@ def _authenticate(request: web.Request, current: AccessPolicy) -> web.Response |
         request[OWNER_KEY] = b""
         request[CALLER_KEY] = ANONYMOUS
         return None
-    found = current.authenticate(_credential(request))
-    if found is None:
-        logger.info("401 for %s %s from %s", request.method, request.path, request.remote)
-        body = {
-            "error": "invalid_token",
-            "error_description": "Missing or invalid token: send Authorization: Bearer <token> (or X-API-Key)",
-        }
-        return web.Response(
-            status=401,
-            body=json.dumps(body).encode(),
-            content_type=JSON_CONTENT_TYPE,
-            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
-        )
-    request[OWNER_KEY], request[CALLER_KEY] = found
+    presented = _credential(request)
+    found = current.authenticate(presented)
+    if found is not None:
+        request[OWNER_KEY], request[CALLER_KEY] = found
+        return None
+    gate = current.oauth
+    if gate is None or presented is None or not looks_like_jwt(presented):
+        description = "Missing or invalid token: send Authorization: Bearer <token> (or X-API-Key)"
+        return _unauthorized(request, gate, description, error=gate is None or presented is not None)
+    try:
+        verified = await gate.verifier.verify(presented)
+    except InvalidTokenError as exc:
+        return _unauthorized(request, gate, exc.message)
+    except IssuerUnavailableError:
+        return _error_body(request, 503, "Service Unavailable: the OAuth issuer does not answer, so access "
+                           "tokens cannot be verified; retry later", [("Retry-After", "5")])
+    admin = grants(verified.scopes, gate.admin_scope)
+    if not (admin or grants(verified.scopes, gate.scope)):
+        logger.info("403 for %s %s: the access token of %r lacks the scope %r", request.method, request.path,
+                    verified.name, gate.scope)
+        return insufficient_scope(gate, request, gate.scope, "this server")
+    if request.path == METRICS_PATH and not admin:
+        return insufficient_scope(gate, request, gate.step_up_scope, "GET /metrics")
+    caller = current.directory.oauth_caller(verified.name, admin)
+    request[OWNER_KEY], request[CALLER_KEY] = oauth_owner(caller.owner), caller
     return None
+
+
+def step_up(request: web.Request, message: JSONRPCRequest) -> web.Response | None:
+    """403 ``insufficient_scope`` for an admin call by an OAuth caller without the admin scope.
+
+    Answered on the wire rather than as a tool error so the client can ask its authorization
+    server for the scope and retry (MCP authorization, "Scope challenge handling").
+    """
+    caller = request.get(CALLER_KEY)
+    if caller is None or not caller.oauth or caller.is_admin or not needs_admin(message):
+        return None
+    gate = request.app[OAUTH_KEY]
+    name = message.params.get("name") if isinstance(message.params, dict) else None
+    return insufficient_scope(gate, request, gate.step_up_scope, f"tools/call {name}")
+
+
+def _unauthorized(request: web.Request, gate: OAuthGate | None, description: str, *, error: bool = True) -> web.Response:
+    """401 with RFC 6750 details; with OAuth, where the metadata is (RFC 9728) and which scope to ask for."""
+    logger.info("401 for %s %s from %s: %s", request.method, request.path, request.remote, description)
+    body = {"error": "invalid_token", "error_description": description}
+    header = WWW_AUTHENTICATE if gate is None else challenge(
+        gate, request, error="invalid_token" if error else None, description=description if error else None
+    )
+    return web.Response(status=401, body=json.dumps(body).encode(), content_type=JSON_CONTENT_TYPE,
+                        headers={"WWW-Authenticate": header})
 
 
 async def _rate(request: web.Request, admit: Admit) -> web.Response | None:

@@ -53,6 +53,7 @@ from mcp_types import (
 from multidict import CIMultiDict
 from pydantic import ValidationError
 
+from .middleware import step_up
 from .wire import (
     JSON_CONTENT_TYPE,
     PROTOCOL_VERSION_HEADER,
@@ -232,6 +233,8 @@ async def handle_modern(
         return _reply(_INVALID_BODY)
     if req.method == _LISTEN and not has_sse:
         return web.Response(status=406)
+    if (refused := step_up(request, req)) is not None:
+        return refused
 
     raw_headers = list(request.headers.items())
     if (duplicated := find_duplicated_routing_header(raw_headers)) is not None:
