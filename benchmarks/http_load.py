@@ -2,8 +2,8 @@
 
 Run by hand, not a test::
 
-    python benchmarks/http_load.py                 # full run, ~2 minutes
-    python benchmarks/http_load.py --duration 2    # quicker, noisier
+    .venv/bin/python benchmarks/http_load.py                 # full run, ~2 minutes
+    .venv/bin/python benchmarks/http_load.py --duration 2    # quicker, noisier
 
 Both servers run as child processes of this script serving the same ``MCPServer`` (a cheap
 async ``add`` tool, and ``add_sync``, the same as a sync function), each pinned to its own core

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 from . import __version__
 from .config import Settings, load_settings
@@ -128,8 +129,25 @@ async def _run_worker() -> None:
     logger.info("worker stopping: handing its jobs over (MCP_DRAIN_SECONDS)")
 
 
+MISSING_DEPENDENCY: Final = (
+    "mcp-image-server: {python} lacks the package's dependencies (no module named {name!r}). From a "
+    "checkout run ./mcp-server instead (it installs them into .venv on first use), or install them: "
+    "{python} -m pip install -r requirements.lock.txt ."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.partition(".")[0] == "mcp_image_server":
+            raise
+        print(MISSING_DEPENDENCY.format(python=sys.executable, name=exc.name), file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     overrides = {
         env: value
         for env, value in (

@@ -29,6 +29,7 @@ __all__ = [
     "ReloadResult",
     "Secret",
     "Settings",
+    "data_dir",
     "load_settings",
     "mask_url",
     "reload_settings",
@@ -250,10 +251,53 @@ def _replica_url(value: str) -> str | None:
     return value.rstrip("/")
 
 
-def _path(value: str) -> Path:
+APP_NAME: Final = "mcp-image-server"
+AUTO_TOKEN: Final = "auto"
+"""``MCP_AUTH_TOKEN=auto``: the server makes a token once, keeps it in ``data_dir()/http-token``."""
+
+
+def data_dir() -> Path:
+    """This user's data folder (XDG on Linux, ~/Library/Application Support on macOS, %LOCALAPPDATA% on
+    Windows): IDEs start servers in / or the home folder, so nothing may depend on the working directory."""
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+def _save_dir(value: str) -> Path:
+    """A directory path; empty: ``data_dir()/images``."""
     if not value.strip():
-        raise ValueError("expected a directory path")
+        return data_dir() / "images"
     return Path(value.strip()).expanduser().resolve()
+
+
+def _auto_token(path: Path) -> tuple[str, bool]:
+    """The token kept in ``path`` (0600), made now if there is none; the flag says it was made now.
+
+    Raises:
+        ConfigError: the file cannot be read or written.
+    """
+    import secrets
+
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+        if len(token) >= 32:
+            return token, False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"MCP_AUTH_TOKEN=auto: cannot read {path}: {exc.strerror}") from None
+    token = secrets.token_hex(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(token + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"MCP_AUTH_TOKEN=auto: cannot write {path}: {exc.strerror}") from None
+    return token, True
 
 
 _DURATION_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -313,7 +357,9 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("MCP_TRANSPORT", "transport", _choice("stdio", "http"), "stdio", "Transport: stdio or http.", True),
     Field("MCP_HOST", "host", _str, "127.0.0.1", "HTTP bind address.", True),
     Field("MCP_PORT", "port", _int_range(0, 65535), "8000", "HTTP port (0 picks a free one).", True),
-    Field("MCP_AUTH_TOKEN", "auth_tokens", _tokens, "", "Bearer token(s) for HTTP, comma-separated.", secret=True),
+    Field("MCP_AUTH_TOKEN", "auth_tokens", _tokens, "",
+          "Bearer token(s) for HTTP, comma-separated; auto: made once and kept in the data folder's http-token.",
+          secret=True),
     Field("MCP_TOKENS_FILE", "tokens_file", load_tokens_file, "",
           "TOML file of named [[tokens]] with role and limits (re-read by reload_config)."),
     Field("MCP_PRICES_FILE", "prices_file", load_prices_file, "",
@@ -331,7 +377,8 @@ FIELDS: Final[tuple[Field, ...]] = (
           "Scope that makes an access token's caller an admin (reload_config, all jobs, /metrics).", True),
     Field("MCP_OAUTH_NAME_CLAIM", "oauth_name_claim", _claim, "sub",
           "Access-token claim naming the tenant that owns jobs and images.", True),
-    Field("MCP_IMAGE_SAVE_DIR", "image_save_dir", _path, "./generated_images", "Where images are written.", True),
+    Field("MCP_IMAGE_SAVE_DIR", "image_save_dir", _save_dir, "",
+          "Where images are written (default: images in the per-user data folder, shown at start).", True),
     Field("MCP_IMAGE_RECORD_TTL", "image_record_ttl", _int_range(1, 10 * 365 * 86400), "86400",
           "Seconds an image record stays readable by get_image_data."),
     Field("MCP_GET_IMAGE_DATA_MAX_BYTES", "get_image_data_max_bytes", _int_range(1024, 1 << 30), "10485760",
@@ -497,7 +544,8 @@ class Settings:
     oauth_scope: str = "images"
     oauth_admin_scope: str = "images:admin"
     oauth_name_claim: str = "sub"
-    image_save_dir: Path = Path("generated_images").resolve()
+    image_save_dir: Path = Path("images").resolve()
+    """Where images go; ``load_settings`` gives ``data_dir()/images`` by default."""
     image_record_ttl: int = 86400
     get_image_data_max_bytes: int = 10 * 1024 * 1024
     default_provider: str | None = None
@@ -572,6 +620,10 @@ class Settings:
     gemini_timeout: float = 180.0
     env_file: Path | None = None
     """The ``.env`` this snapshot was read from (``None``: none found)."""
+    auth_token_file: Path | None = None
+    """With ``MCP_AUTH_TOKEN=auto``: the file holding the token."""
+    auth_token_made: bool = False
+    """With ``MCP_AUTH_TOKEN=auto``: the token was made by this load (show it once)."""
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as JSON-safe values with every secret replaced by whether it is set."""
@@ -649,6 +701,12 @@ def load_settings(
         problems.append(f"MCP_ROLE={values['role']!r} needs a shared queue: set MCP_STATE_URL=redis://host:port/db")
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems), details={"problems": problems})
+    if any(t.get().lower() == AUTO_TOKEN for t in values["auth_tokens"]):
+        path = data_dir() / "http-token"
+        token, made = _auto_token(path)
+        values["auth_tokens"] = tuple(Secret(token) if t.get().lower() == AUTO_TOKEN else t
+                                      for t in values["auth_tokens"])
+        values.update(auth_token_file=path, auth_token_made=made)
     return Settings(**values)
 
 

@@ -126,6 +126,8 @@ class ReloadOutput(BaseModel):
     restart_required: list[str] = []
     providers: list[str] = []
     default_provider: str | None = None
+    notice: str | None = None
+    """In words, a change the caller should know of (the default provider moving to a paid one)."""
     error: ErrorInfo | None = None
 
 

@@ -510,21 +510,30 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         reports changed settings (names only) and available providers."""
         try:
             require_admin(caller_of(service, ctx), "reload_config")
+            before = service.manager.default_name
             result = await service.reload(dotenv_override=dotenv_override)
         except ImageServerError as exc:
             return error_result(exc)
         manager = service.manager
+        notice = None
+        if manager.default_name != before:
+            paid = " It is a paid provider: generations without a provider now cost money." if (
+                manager.default_name != "local") else ""
+            notice = (f"The default provider changed from {before} to {manager.default_name}.{paid} "
+                      f"Set MCP_DEFAULT_PROVIDER to choose it yourself.")
         output = ReloadOutput(
             ok=True,
             changed=list(result.changed),
             restart_required=list(result.restart_required),
             providers=list(manager.configured),
             default_provider=manager.default_name,
+            notice=notice,
         )
         text = (
             f"Reloaded. Changed: {', '.join(result.changed) or 'nothing'}. "
             f"Needs restart: {', '.join(result.restart_required) or 'nothing'}. "
             f"Providers: {', '.join(manager.configured)} (default {manager.default_name})."
+            + (f" {notice}" if notice else "")
         )
         return CallToolResult(content=[TextContent(text=text)], structured_content=output.model_dump(mode="json"))
 

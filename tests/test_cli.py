@@ -77,7 +77,7 @@ async def test_a_terminal_on_stdin_gets_a_connection_hint(tmp_path: Path) -> Non
                 chunk = await proc.stderr.read(4096)
                 assert chunk, seen
                 seen += chunk
-        assert b"MCP_TRANSPORT=http" in seen
+        assert b"--transport http" in seen
     finally:
         proc.kill()
         await proc.wait()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import email.parser
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,13 @@ def test_wheel_installs_the_console_script_and_the_demo_files(tmp_path: Path) ->
         capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path,
     )
     assert build.returncode == 0, build.stderr
-    wheel = next((tmp_path / "dist").glob("mcp_image_server-*.whl"))
+    wheel = next((tmp_path / "dist").glob("mcp_imagegen_server-*.whl"))
+    # Our distribution name, never the unrelated PyPI project called mcp-image-server.
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = email.parser.Parser().parsestr(zf.read(meta).decode())
+    assert metadata["Name"] == "mcp-imagegen-server"
+    assert "Homepage, https://github.com/mcp-imagegen/mcp-imagegen-server" in metadata.get_all("Project-URL", [])
     prefix = tmp_path / "prefix"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",

@@ -10,6 +10,8 @@ import { CompareView, MAX_UPLOAD_BYTES, describeSize, editorsFrom, fillAspectOpt
 const $ = (id) => document.getElementById(id);
 const MAX_ITEMS = 60;
 const CUSTOM = "__custom";
+const PROVIDER_DEFAULT = "Default (provider's own)"; // the first style / size option: send nothing
+const FORM_KEY = "wdd.form.v2"; // {[provider]: {style, resolution}}: only what the person picked
 const WAIT_SECONDS = 40; // per call; longer jobs hand back a job_id that we poll
 const MAX_UPLOADS = 4; // uploaded originals kept in memory (never stored), for "Regenerate" on their edits
 const PROMPT_IDEAS = [
@@ -145,7 +147,7 @@ function showAlert(id, text) {
   node.hidden = !text;
 }
 
-async function connect(event) {
+async function connect(event, { tokenless = false } = {}) {
   event?.preventDefault();
   showAlert("connect-error", "");
   const url = normaliseUrl($("server-url").value);
@@ -156,6 +158,13 @@ async function connect(event) {
   }
   $("server-url").value = url;
   const token = $("token").value.trim();
+  // An empty token is a missing token, not a wrong one: ask for it before calling the server.
+  // A server started without one (a loopback bind) is reached with the button the alert offers.
+  tokenless = tokenless || (!token && storage.get(sessionStorage, "wdd.tokenless", false));
+  if (!token && !tokenless) {
+    askForToken();
+    return;
+  }
   await disconnect({ quiet: true });
   const client = new McpHttpClient({ url, token });
   const button = $("connect-button");
@@ -170,7 +179,10 @@ async function connect(event) {
     state.client = null;
     client.close().catch(() => {});
     setStatus("error", "Connection failed");
-    showAlert("connect-error", describeError(err, { url }));
+    const auth = err instanceof McpError && err.kind === "auth";
+    showAlert("connect-error", auth && !token
+      ? "This server needs a token. Enter the token (MCP_AUTH_TOKEN) first: the one the server was started with."
+      : describeError(err, { url }));
     $(err instanceof McpError && err.kind === "auth" ? "token" : "server-url").focus();
     return;
   } finally {
@@ -181,9 +193,26 @@ async function connect(event) {
   storage.set(localStorage, "wdd.url", url);
   storage.set(localStorage, "wdd.token", remember ? token : null);
   storage.set(sessionStorage, "wdd.token", token);
+  storage.set(sessionStorage, "wdd.tokenless", token ? null : true);
   storage.set(localStorage, "wdd.remember", remember);
   storage.set(sessionStorage, "wdd.connected", true);
   onConnected();
+}
+
+function askForToken() {
+  const node = $("connect-error");
+  const text = document.createElement("span");
+  text.textContent = "Enter the token (MCP_AUTH_TOKEN) first: the one the server was started with. ";
+  const without = document.createElement("button");
+  without.type = "button";
+  without.className = "link-button";
+  without.id = "connect-tokenless";
+  without.textContent = "The server has no token: connect without one";
+  without.addEventListener("click", () => connect(null, { tokenless: true }));
+  node.replaceChildren(text, without);
+  node.hidden = false;
+  setStatus("idle", "Not connected");
+  $("token").focus();
 }
 
 function onConnected() {
@@ -217,6 +246,7 @@ async function disconnect({ quiet = false } = {}) {
   $("connected-info").hidden = true;
   storage.set(sessionStorage, "wdd.connected", null);
   if (!quiet) {
+    storage.set(sessionStorage, "wdd.tokenless", null);
     setStatus("idle", "Not connected");
     setConnectOpen(true);
   }
@@ -226,28 +256,78 @@ async function disconnect({ quiet = false } = {}) {
 
 async function loadCatalog() {
   const client = state.client;
-  const [providers, styles, resolutions, listed] = await Promise.all([
+  const [providers, styles, resolutions, listed, tools] = await Promise.all([
     client.readJson("providers://list"),
     client.readJson("styles://list"),
     client.readJson("resolutions://list"),
     // Which providers can edit, from the list_providers tool; a server without it just can't edit.
     client.callTool("list_providers", {}).then((r) => (r?.isError ? null : r?.structuredContent), () => null),
+    // The tools' own argument limits (the prompt's maxLength), so the form allows what the server does.
+    client.request("tools/list", {}).then((r) => r?.tools || [], () => []),
   ]);
-  state.catalog = { providers, styles, resolutions, editors: editorsFrom(listed) };
-  const prefs = storage.get(localStorage, "wdd.form", {});
+  state.catalog = { providers, styles, resolutions, editors: editorsFrom(listed), limits: limitsFrom(tools) };
   const select = $("provider");
   select.replaceChildren();
+  // Providers without credentials are listed (so a newcomer sees what exists) in their own group,
+  // which keeps "(not configured)" out of each option's text, so the select stays narrow.
+  const unconfigured = document.createElement("optgroup");
+  unconfigured.label = "Not configured on this server";
   for (const p of providers.providers || []) {
-    const option = new Option(`${p.display_name || p.name}${p.configured ? "" : " (not configured)"}`, p.name);
+    const option = new Option(p.display_name || p.name, p.name);
+    option.title = p.configured ? p.name : `${p.name}: not configured on this server`;
     option.disabled = !p.configured;
-    select.append(option);
+    (p.configured ? select : unconfigured).append(option);
   }
+  if (unconfigured.children.length) select.append(unconfigured);
   const configured = providers.configured || [];
-  const preferred = configured.includes(prefs.provider) ? prefs.provider : providers.default_provider || configured[0];
+  // The server's default provider, never whichever (maybe paid) one happens to be listed first.
+  // A provider picked by hand is kept for this tab only (a reload keeps it; a new visit starts at the default).
+  const picked = storage.get(sessionStorage, "wdd.provider", null);
+  const preferred = configured.includes(picked) ? picked
+    : configured.includes(providers.default_provider) ? providers.default_provider : configured[0];
   if (preferred) select.value = preferred;
   select.disabled = configured.length === 0;
-  fillProviderOptions(prefs);
+  fillProviderOptions();
   fillEditProviders();
+  applyPromptLimits();
+}
+
+/** {generate_image: {prompt, negative_prompt}, edit_image: {prompt}}: maxLength of each string argument. */
+function limitsFrom(tools) {
+  const out = {};
+  for (const tool of tools) {
+    const props = tool?.inputSchema?.properties || {};
+    const limits = {};
+    for (const [name, schema] of Object.entries(props)) {
+      const max = maxLengthOf(schema);
+      if (max) limits[name] = max;
+    }
+    out[tool?.name] = limits;
+  }
+  return out;
+}
+
+function maxLengthOf(schema) {
+  if (!schema || typeof schema !== "object") return null;
+  if (Number.isInteger(schema.maxLength)) return schema.maxLength;
+  for (const alt of schema.anyOf || schema.oneOf || []) {
+    const max = maxLengthOf(alt);
+    if (max) return max;
+  }
+  return null;
+}
+
+/** maxlength of a prompt box: the tool's own limit, and the provider's (the server checks both). */
+function applyPromptLimits() {
+  const { limits = {}, providers } = state.catalog || {};
+  const byName = (name) => (providers?.providers || []).find((p) => p.name === name) || {};
+  const set = (id, ...limitsInOrder) => {
+    const known = limitsInOrder.filter((n) => Number.isInteger(n) && n > 0);
+    if (known.length) $(id).maxLength = Math.min(...known);
+  };
+  set("prompt", limits.generate_image?.prompt, byName($("provider").value).max_prompt_chars);
+  set("negative", limits.generate_image?.negative_prompt);
+  set("edit-prompt", limits.edit_image?.prompt, byName($("edit-provider").value).max_prompt_chars);
 }
 
 function orientation(res) {
@@ -257,31 +337,35 @@ function orientation(res) {
   return w === h ? "square" : w > h ? "landscape" : "portrait";
 }
 
-function fillProviderOptions(prefs = {}) {
+function fillProviderOptions() {
   const name = $("provider").value;
+  const prefs = storage.get(localStorage, FORM_KEY, {})?.[name] || {};
   const { providers, styles, resolutions } = state.catalog;
   const provider = (providers.providers || []).find((p) => p.name === name) || {};
   const styleInfo = styles[name] || { styles: provider.styles || [], default_style: provider.default_style };
   const resInfo = resolutions[name] || { resolutions: provider.resolutions || [], default_resolution: provider.default_resolution };
 
   const style = $("style");
-  style.replaceChildren();
-  for (const s of styleInfo.styles || []) style.append(new Option(s.label ? `${s.label}` : s.code, s.code));
+  style.replaceChildren(defaultOption(styleInfo.default_style ? `the provider's default style: ${styleInfo.default_style}` : ""));
+  for (const s of styleInfo.styles || []) {
+    const option = new Option(s.label ? `${s.label}` : s.code, s.code);
+    option.title = s.code;
+    style.append(option);
+  }
   style.append(new Option("Other…", CUSTOM));
-  const wantStyle = prefs.provider === name && prefs.style ? prefs.style : styleInfo.default_style;
-  style.value = [...style.options].some((o) => o.value === wantStyle) ? wantStyle : style.options[0].value;
+  // Only a style the person picked for this provider; otherwise none: the provider's own default.
+  style.value = [...style.options].some((o) => o.value === prefs.style) ? prefs.style : "";
   style.disabled = false;
 
   const res = $("resolution");
-  res.replaceChildren();
+  res.replaceChildren(defaultOption(resInfo.default_resolution ? `the provider's default size: ${resInfo.default_resolution}` : ""));
   for (const r of resInfo.resolutions || []) {
     const label = r.replace(/x/i, "×");
     const kind = orientation(r);
     res.append(new Option(kind ? `${label} · ${kind}` : label, r));
   }
   res.append(new Option("Other…", CUSTOM));
-  const wantRes = prefs.provider === name && prefs.resolution ? prefs.resolution : resInfo.default_resolution;
-  res.value = [...res.options].some((o) => o.value === wantRes) ? wantRes : res.options[0].value;
+  res.value = [...res.options].some((o) => o.value === prefs.resolution) ? prefs.resolution : "";
   res.disabled = false;
 
   const count = $("count");
@@ -303,7 +387,15 @@ function fillProviderOptions(prefs = {}) {
   // A provider without a quality mapping would only ignore it (with a warning): offer none.
   quality.disabled = !provider.quality;
   if (quality.disabled) quality.value = "";
+  applyPromptLimits();
   syncCustomFields();
+}
+
+/** "Default (provider's own)": the value "" sends nothing, so the server applies the provider's default. */
+function defaultOption(title) {
+  const option = new Option(PROVIDER_DEFAULT, "");
+  if (title) option.title = title;
+  return option;
 }
 
 function syncCustomFields() {
@@ -314,19 +406,21 @@ function syncCustomFields() {
   $("resolution-custom-field").hidden = byAspect || $("resolution").value !== CUSTOM;
 }
 
-function rememberForm() {
-  storage.set(localStorage, "wdd.form", {
-    provider: $("provider").value,
-    style: $("style").value === CUSTOM ? null : $("style").value,
-    resolution: $("resolution").value === CUSTOM ? null : $("resolution").value,
-  });
+/** Remember the style or size the person just picked, for this provider. */
+function rememberForm(field) {
+  const all = storage.get(localStorage, FORM_KEY, {}) || {};
+  const provider = $("provider").value;
+  const value = $(field).value;
+  all[provider] = { ...(all[provider] || {}), [field]: value === CUSTOM || !value ? null : value };
+  storage.set(localStorage, FORM_KEY, all);
 }
 
 /** Arguments for generate_image from the form, or an error sentence. */
 function collectParams() {
   const prompt = $("prompt").value.trim();
   if (!prompt) return { error: "Describe the image you want in the prompt first.", field: "prompt" };
-  const params = { prompt, provider: $("provider").value, n: Number($("count").value) || 1 };
+  const params = { prompt, n: Number($("count").value) || 1 };
+  if ($("provider").value) params.provider = $("provider").value;
   const style = $("style").value === CUSTOM ? $("style-custom").value.trim() : $("style").value;
   if ($("style").value === CUSTOM && !style) return { error: "Type a style code, or pick a style from the list.", field: "style-custom" };
   if (style) params.style = style;
@@ -364,6 +458,8 @@ const progress = new ProgressView({
   msg: $("progress-msg"),
   log: $("progress-log"),
   cancel: $("cancel-button"),
+  details: $("progress-details"),
+  ids: $("progress-ids"),
 });
 
 function randomKey() {
@@ -399,7 +495,8 @@ async function runGeneration(tool, params, signal) {
   let parsed = parseToolResult(await callWithReconnect(tool, args, options));
   while (parsed.ok && parsed.jobId && !FINAL_STATES.includes(parsed.status)) {
     state.busy.jobId = parsed.jobId;
-    progress.note(`Still ${parsed.status}; waiting for job ${parsed.jobId.slice(0, 8)}…`);
+    progress.addId("Server job", parsed.jobId);
+    progress.note(`Still ${parsed.status}; waiting for the server to finish it…`);
     parsed = parseToolResult(
       await callWithReconnect("get_generation", { job_id: parsed.jobId, wait_seconds: WAIT_SECONDS }, options),
     );
@@ -442,8 +539,9 @@ async function runJob({ tool, args, label, button, busyText, failTitle, request,
   const startedAt = performance.now();
   try {
     const parsed = await runGeneration(tool, args, controller.signal);
+    if (parsed.jobId) progress.addId("Server job", parsed.jobId);
     if (!parsed.ok) {
-      const text = toolErrorText(parsed.error || { message: parsed.text });
+      const text = progress.clean(toolErrorText(parsed.error || { message: parsed.text }));
       showAlert("generate-error", text);
       progress.finish(text, { error: true });
       return null;
@@ -454,7 +552,7 @@ async function runJob({ tool, args, label, button, busyText, failTitle, request,
     renderGallery();
     const seconds = ((performance.now() - startedAt) / 1000).toFixed(1);
     progress.finish(`${items.length} image${items.length === 1 ? "" : "s"} ready in ${seconds} s.`);
-    for (const w of parsed.warnings) toast(capitalise(w), { tone: "warn", timeout: 8000 });
+    for (const w of parsed.warnings) toast(capitalise(progress.clean(w)), { tone: "warn", timeout: 8000 });
     return items;
   } catch (err) {
     const text = describeError(err, { url: state.client?.url });
@@ -844,6 +942,7 @@ async function downloadPage() {
 // --- wiring ----------------------------------------------------------------------------------
 
 function init() {
+  storage.set(localStorage, "wdd.form", null); // an older page's form memory (it also kept a provider)
   const remember = storage.get(localStorage, "wdd.remember", false);
   $("server-url").value = storage.get(localStorage, "wdd.url", null) || defaultUrl();
   $("token").value = storage.get(sessionStorage, "wdd.token", null) ?? storage.get(localStorage, "wdd.token", null) ?? "";
@@ -865,13 +964,13 @@ function init() {
   });
 
   $("provider").addEventListener("change", () => {
-    fillProviderOptions({});
-    rememberForm();
+    storage.set(sessionStorage, "wdd.provider", $("provider").value);
+    fillProviderOptions();
   });
   for (const id of ["style", "resolution"]) {
     $(id).addEventListener("change", () => {
       syncCustomFields();
-      rememberForm();
+      rememberForm(id);
       if ($(id).value === CUSTOM) $(`${id}-custom`).focus();
     });
   }
@@ -898,7 +997,10 @@ function init() {
     });
   }
   $("edit-file").addEventListener("change", onUpload);
-  $("edit-provider").addEventListener("change", fillEditOptions);
+  $("edit-provider").addEventListener("change", () => {
+    fillEditOptions();
+    applyPromptLimits();
+  });
   $("edit-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const { params, error, field } = collectEditParams();
@@ -972,6 +1074,9 @@ function init() {
 
   // Reconnect after a reload in the same tab, or on a device that remembers the token.
   if (storage.get(sessionStorage, "wdd.connected", false) || (remember && $("token").value)) connect();
+  $("token").addEventListener("input", () => {
+    if ($("token").value && $("connect-tokenless")) showAlert("connect-error", "");
+  });
 }
 
 init();

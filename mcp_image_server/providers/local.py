@@ -1,10 +1,10 @@
 """``local``: an offline, deterministic procedural renderer (Pillow). No AI model is involved.
 
-It exists so the server does its whole job with no keys and no network: the prompt
-picks a palette (colour and mood words), a scene (mountains, sea, city, space,
-forest or abstract) and an optional caption (text in double quotes); the style picks
-how it is drawn (see ``procedural``). The same prompt, style, size and seed always
-give the same bytes.
+It exists so the server does its whole job with no keys and no network: the prompt's
+nouns (lighthouse, city, cat, river, ...), time of day and weather become a composed
+scene (see ``scenes``), colour and mood words pick the palette, text in double quotes
+becomes a caption, and the style picks how it is drawn (see ``procedural``). The same
+prompt, style, size and seed always give the same bytes.
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ CATALOG: Final = ProviderCatalog(
     display_name="Local procedural renderer",
     description=(
         "Offline, deterministic procedural art drawn with Pillow; no AI model and no network. "
-        "The prompt chooses palette, scene and an optional caption (text in double quotes)."
+        "The prompt's nouns (about 30 subjects: lighthouse, mountain, city, cat, boat, river, ...), time of day "
+        "(dawn, sunrise, day, sunset, dusk, night) and weather (rain, snow, fog, storm, cloudy) compose the scene; "
+        "colour words recolour it; text in double quotes becomes a caption."
     ),
     models=("procedural-v1",),
     styles=(
         StyleInfo("landscape", "Layered landscape (default)"),
-        StyleInfo("geometric", "Geometric shapes"),
+        StyleInfo("geometric", "Low-poly geometric facets"),
         StyleInfo("watercolor", "Soft watercolour washes"),
         StyleInfo("pixel_art", "Pixel art"),
-        StyleInfo("neon", "Neon lines on dark"),
+        StyleInfo("neon", "Neon outlines on dark"),
         StyleInfo("mosaic", "Tile mosaic"),
-        StyleInfo("gradient", "Smooth gradient field"),
+        StyleInfo("gradient", "Gradient in the prompt's colours"),
     ),
     default_style="landscape",
     resolutions=("512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1280x720", "720x1280"),

@@ -242,8 +242,9 @@ class ProviderManager:
         spec = self._spec(name)
         if name not in self.configured:
             raise ProviderNotConfiguredError(
-                f"provider {name!r} is not configured ({spec.credentials_hint or 'no credentials set'}); "
-                f"configured providers: {', '.join(self.configured)}",
+                f"provider {name!r} is not configured: set {spec.credentials_hint or 'its credentials'} in the "
+                f"server's environment or .env, then call reload_config (no restart needed); configured "
+                f"providers: {', '.join(self.configured)}",
                 details={"provider": name, "configured": list(self.configured)},
             )
         catalog = spec.catalog
@@ -337,6 +338,12 @@ class ProviderManager:
             match = next((s.code for s in catalog.styles if s.code.lower() == lowered), None)
             if match is None:
                 choices = [s.code for s in catalog.styles]
+                if not choices:
+                    raise UnknownStyleError(
+                        f"provider {catalog.name!r} takes no styles: leave style out (got {code!r}), "
+                        "or describe the style in the prompt",
+                        details={"provider": catalog.name, "style": code, "choices": []},
+                    )
                 raise UnknownStyleError(
                     f"unknown style {code!r} for provider {catalog.name!r}; choose one of: {', '.join(choices)}",
                     details={"provider": catalog.name, "style": code, "choices": choices},

@@ -1,13 +1,16 @@
 """The procedural renderer behind the ``local`` provider (imports Pillow; load it lazily).
 
-The prompt picks a palette (colour and mood words), a scene (mountains, sea, city,
-space, forest or abstract) and an optional caption (text in double quotes); the
-style picks how it is drawn. Output is a pure function of the arguments.
+The prompt's nouns, time-of-day and weather words become a composed scene (see
+``scenes``: sky, horizon, ground, subjects drawn by ``shapes``); colour and mood
+words pick the palette; text in double quotes becomes a caption; the style picks how
+the scene is drawn (flat, low-poly, watercolour, pixels, neon outlines, tiles, a
+gradient map). Output is a pure function of the arguments.
 """
 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import hashlib
 import io
 import random
@@ -15,7 +18,9 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+from . import scenes
 
 __all__ = ["render"]
 
@@ -31,13 +36,6 @@ _HUES: Final[dict[str, float]] = {
 _MOODS: Final[dict[str, tuple[float, float]]] = {  # word -> (saturation, value)
     "dark": (0.6, 0.35), "night": (0.6, 0.35), "moody": (0.45, 0.45), "pastel": (0.3, 0.95),
     "bright": (0.85, 1.0), "vivid": (0.95, 1.0), "muted": (0.3, 0.7), "snow": (0.1, 1.0), "misty": (0.2, 0.85),
-}
-_SCENES: Final[dict[str, str]] = {
-    "mountain": "mountains", "mountains": "mountains", "landscape": "mountains", "hill": "mountains",
-    "sea": "sea", "ocean": "sea", "lake": "sea", "beach": "sea", "wave": "sea", "river": "sea",
-    "city": "city", "skyline": "city", "building": "city", "street": "city", "cyberpunk": "city",
-    "space": "space", "star": "space", "stars": "space", "galaxy": "space", "planet": "space", "night": "space",
-    "forest": "forest", "tree": "forest", "trees": "forest", "garden": "forest", "jungle": "forest",
 }
 _CAPTION_RE: Final = re.compile(r'"([^"]{1,80})"|“([^”]{1,80})”')
 _WORD_RE: Final = re.compile(r"[a-z]+")
@@ -68,96 +66,65 @@ def _gradient(size: tuple[int, int], top: RGB, bottom: RGB) -> Image.Image:
     return Image.composite(Image.new("RGB", size, bottom), Image.new("RGB", size, top), mask)
 
 
-def _ridge(rng: random.Random, w: int, h: int, base: float, rough: float) -> list[tuple[float, float]]:
-    points = [(0.0, float(h))]
-    y = base * h
-    steps = 24
-    for i in range(steps + 1):
-        y += rng.uniform(-rough, rough) * h
-        y = min(max(y, 0.15 * h), 0.95 * h)
-        points.append((i * w / steps, y))
-    points.append((float(w), float(h)))
-    return points
-
-
-def _scene(img: Image.Image, scene: str, pal: list[RGB], rng: random.Random) -> None:
+def _abstract(img: Image.Image, pal: list[RGB], rng: random.Random) -> None:
+    """Overlapping translucent discs: for prompts that ask for "abstract" and name no subject."""
     w, h = img.size
     draw = ImageDraw.Draw(img, "RGBA")
-    if scene in ("mountains", "sea", "forest"):
-        r = min(w, h) * rng.uniform(0.06, 0.12)
-        cx, cy = w * rng.uniform(0.2, 0.8), h * rng.uniform(0.15, 0.35)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*pal[1], 230))
-    if scene == "mountains":
-        for layer in range(4):
-            draw.polygon(_ridge(rng, w, h, 0.45 + 0.12 * layer, 0.05), fill=(*pal[2 + layer % 4], 235))
-    elif scene == "sea":
-        horizon = h * rng.uniform(0.5, 0.62)
-        draw.rectangle((0, horizon, w, h), fill=(*pal[3], 255))
-        for i in range(18):
-            y = horizon + (h - horizon) * (i + rng.random()) / 18
-            x = rng.uniform(-0.2, 0.8) * w
-            draw.line((x, y, x + w * rng.uniform(0.1, 0.4), y), fill=(*pal[0], 120), width=max(1, h // 200))
-    elif scene == "city":
-        x = 0.0
-        while x < w:
-            bw = w * rng.uniform(0.04, 0.1)
-            bh = h * rng.uniform(0.25, 0.7)
-            draw.rectangle((x, h - bh, x + bw, h), fill=(*pal[4 + int(x) % 2], 255))
-            for wy in range(int(h - bh + 8), h - 8, max(6, h // 60)):
-                if bw > 8 and rng.random() < 0.45:
-                    draw.rectangle((x + 3, wy, x + bw - 3, wy + max(2, h // 200)), fill=(*pal[1], 200))
-            x += bw + w * 0.005
-    elif scene == "space":
-        for _ in range(int(w * h / 1800)):
-            x, y, s = rng.uniform(0, w), rng.uniform(0, h), rng.choice((1, 1, 1, 2))
-            draw.ellipse((x, y, x + s, y + s), fill=(255, 255, 255, rng.randint(120, 255)))
-        r = min(w, h) * rng.uniform(0.12, 0.22)
-        cx, cy = w * rng.uniform(0.3, 0.7), h * rng.uniform(0.3, 0.7)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*pal[1], 255))
-        draw.ellipse((cx - r * 1.6, cy - r * 0.25, cx + r * 1.6, cy + r * 0.25), outline=(*pal[2], 200),
-                     width=max(2, int(r // 12)))
-    elif scene == "forest":
-        draw.rectangle((0, h * 0.75, w, h), fill=(*pal[4], 255))
-        for _ in range(40):
-            x, base = rng.uniform(0, w), h * rng.uniform(0.7, 1.0)
-            th = h * rng.uniform(0.2, 0.45)
-            tw = th * 0.35
-            draw.polygon([(x, base - th), (x - tw, base), (x + tw, base)], fill=(*pal[2 + rng.randint(0, 3)], 240))
-    else:  # abstract
-        for _ in range(7):
-            r = min(w, h) * rng.uniform(0.08, 0.3)
-            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*rng.choice(pal), 150))
+    for _ in range(7):
+        r = min(w, h) * rng.uniform(0.08, 0.3)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*rng.choice(pal), 150))
 
 
-def _geometric(img: Image.Image, pal: list[RGB], rng: random.Random) -> None:
+def _low_poly(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Geometric style: the scene re-laid as flat triangles on a jittered grid, each filled with
+    the colour under its centre, so subjects keep their silhouettes in facets."""
     w, h = img.size
-    draw = ImageDraw.Draw(img, "RGBA")
-    for _ in range(28):
-        colour = (*rng.choice(pal), rng.randint(90, 200))
-        x, y = rng.uniform(-0.1, 1.0) * w, rng.uniform(-0.1, 1.0) * h
-        s = min(w, h) * rng.uniform(0.05, 0.3)
-        kind = rng.randrange(3)
-        if kind == 0:
-            draw.rectangle((x, y, x + s, y + s * rng.uniform(0.5, 1.5)), fill=colour)
-        elif kind == 1:
-            draw.ellipse((x, y, x + s, y + s), fill=colour)
-        else:
-            draw.polygon([(x, y + s), (x + s / 2, y), (x + s, y + s)], fill=colour)
+    cell = max(4.0, min(w, h) / 28)
+    cols, rows = max(1, round(w / cell)), max(1, round(h / cell))
+    cw, rh = w / cols, h / rows
+    grid = [[(c * cw + (rng.uniform(-0.3, 0.3) * cw if 0 < c < cols else 0),
+              r * rh + (rng.uniform(-0.3, 0.3) * rh if 0 < r < rows else 0)) for c in range(cols + 1)]
+            for r in range(rows + 1)]
+    src = img.load()
+    assert src is not None
+    out = Image.new("RGB", img.size)
+    draw = ImageDraw.Draw(out)
+    for r in range(rows):
+        for c in range(cols):
+            a, b, d, e = grid[r][c], grid[r][c + 1], grid[r + 1][c], grid[r + 1][c + 1]
+            for tri in ((a, b, d), (b, e, d)) if (r + c) % 2 else ((a, b, e), (a, e, d)):
+                cx = min(w - 1, max(0, int(sum(p[0] for p in tri) / 3)))
+                cy = min(h - 1, max(0, int(sum(p[1] for p in tri) / 3)))
+                colour = src[cx, cy]
+                draw.polygon(tri, fill=colour)
+    return out
 
 
-def _neon(img: Image.Image, pal: list[RGB], rng: random.Random) -> Image.Image:
+def _neon(img: Image.Image, pal: list[RGB]) -> Image.Image:
+    """Neon style: the scene's outlines as glowing tubes in the prompt's palette over a dark copy."""
     w, h = img.size
-    dark = Image.new("RGB", img.size, tuple(c // 8 for c in pal[5]))
-    lines = Image.new("RGB", img.size, (0, 0, 0))
-    draw = ImageDraw.Draw(lines)
-    width = max(2, min(w, h) // 120)
-    for i in range(14):
-        colour = pal[i % 3]
-        points = [(rng.uniform(0, w), rng.uniform(0, h)) for _ in range(4)]
-        draw.line(points, fill=colour, width=width, joint="curve")
-    glow = lines.filter(ImageFilter.GaussianBlur(radius=max(2, width * 3)))
-    return ImageChops.add(ImageChops.add(dark, glow), lines)
+    half = img.reduce(2) if min(w, h) >= 64 else img
+    grey = ImageOps.autocontrast(half.convert("L"), cutoff=1)  # night scenes are dark on dark: stretch first
+    edges = grey.filter(ImageFilter.FIND_EDGES).point(lambda v: 0 if v < 12 else min(255, v * 5))
+    ImageDraw.Draw(edges).rectangle((0, 0, edges.width - 1, edges.height - 1), outline=0)  # no frame
+    colour = Image.linear_gradient("L").rotate(90).resize(half.size)
+    field = ImageOps.colorize(colour, pal[0], pal[2], mid=pal[1])
+    lines = ImageChops.multiply(field, edges.convert("RGB"))
+    radius = max(1.5, min(half.size) / 90)
+    glow = lines.filter(ImageFilter.GaussianBlur(radius=radius))
+    lit = ImageChops.add(ImageChops.add(glow, glow), lines).resize(img.size, Image.Resampling.BILINEAR)
+    dark = img.point(lambda v: v // 6)
+    return ImageChops.add(dark, lit)
+
+
+def _gradient_map(img: Image.Image, pal: list[RGB]) -> Image.Image:
+    """Gradient style: the scene's light and shade re-coloured along the prompt's palette, softened."""
+    w, h = img.size
+    grey = img.convert("L").filter(ImageFilter.GaussianBlur(radius=max(1, min(w, h) // 256)))
+    dark = tuple(v // 3 for v in pal[5])
+    light = tuple(v + (255 - v) * 3 // 5 for v in pal[0])
+    return ImageOps.colorize(grey, dark, light, mid=pal[2])
 
 
 def _mosaic(img: Image.Image) -> Image.Image:
@@ -240,28 +207,30 @@ def _encode(img: Image.Image, output_format: str) -> bytes:
 
 
 def _draw(prompt: str, style: str, width: int, height: int, seed: int) -> Image.Image:
-    rng = random.Random(_seed_from(prompt, style, width, height, seed))
-    lowered = prompt.lower()
-    words = _WORD_RE.findall(lowered)
-    pal = _palette(words, rng)
-    scene = next((_SCENES[w] for w in words if w in _SCENES), "abstract")
+    words = _WORD_RE.findall(prompt.lower())
+    pal = _palette(words, random.Random(_seed_from(prompt, style, width, height, seed)))
+    scene = scenes.parse(prompt)
+    if style == "neon":  # outlines come from shapes, and a night scene's shapes are dark on dark
+        scene = dataclasses.replace(scene, time="day", weather=scene.weather - {"fog", "storm", "cloudy"})
+    # layout follows only the structural words (not colour or style), so those recolour in place
+    rng = random.Random(_seed_from(scene.key, width, height, seed))
     size = (width, height)
     pixel = style == "pixel_art"
     if pixel:  # draw small, scale up without smoothing
         size = (max(8, width // 12), max(8, height // 12))
-    img = _gradient(size, pal[0], pal[5] if style != "neon" else (0, 0, 0))
-    if style == "geometric":
-        _geometric(img, pal, rng)
-    elif style == "gradient":
-        field = Image.effect_noise((max(2, size[0] // 128), max(2, size[1] // 128)), 80).resize(
-            size, Image.Resampling.BICUBIC
-        )
-        img = Image.composite(img, Image.new("RGB", size, pal[2]), field)
-    elif style == "neon":
-        img = _neon(img, pal, rng)
+    img = Image.new("RGB", size)
+    if not scene.subjects and ("abstract" in words or "pattern" in words):
+        img = _gradient(size, pal[0], pal[5])
+        _abstract(img, pal, rng)
     else:
-        _scene(img, scene, pal, rng)
-    if style == "watercolor":
+        img = scenes.compose(img, scene, rng)
+    if style == "geometric":
+        img = _low_poly(img, rng)
+    elif style == "gradient":
+        img = _gradient_map(img, pal)
+    elif style == "neon":
+        img = _neon(img, pal)
+    elif style == "watercolor":
         img = img.filter(ImageFilter.GaussianBlur(radius=max(1, min(width, height) // 90)))
         paper = Image.effect_noise(size, 18).convert("RGB")
         img = ImageChops.multiply(img, ImageChops.invert(ImageChops.invert(paper).point(lambda v: v // 6)))

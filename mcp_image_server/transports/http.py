@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
@@ -165,11 +167,31 @@ def create_http_app(
     app.router.add_get(METADATA_PATH, metadata_handler)
     app.router.add_get(METADATA_PATH + "/{path:.*}", metadata_handler)
     app.router.add_route("*", "/.well-known/{name:oauth-.*}", _not_an_oauth_server)
-    if settings.serve_demo == "true" or (settings.serve_demo == "auto" and is_loopback_host(settings.host)):
+    if _serves_demo(settings):
         from ..demo import add_demo_routes
 
         add_demo_routes(app)
+    app.router.add_get("/", _index)
     return app
+
+
+def _serves_demo(settings: Settings) -> bool:
+    return settings.serve_demo == "true" or (settings.serve_demo == "auto" and is_loopback_host(settings.host))
+
+
+async def _index(request: web.Request) -> web.Response:
+    """``GET /``: the demo on a loopback bind (a person with a browser), else where things are."""
+    settings = request.app[SERVICE_KEY].settings
+    if _serves_demo(settings) and is_loopback_host(settings.host):
+        raise web.HTTPFound("/demo/")
+    from .. import __version__
+
+    body = {"name": "mcp-image-server", "version": __version__, "mcp": "/mcp", "health": "/health"}
+    if _serves_demo(settings):
+        body["demo"] = "/demo/"
+    if request.app.get(OAUTH_KEY) is not None:
+        body["oauth_protected_resource"] = METADATA_PATH + RESOURCE_PATH
+    return web.json_response(body)
 
 
 async def _forget(service: ImageService, metrics: Metrics) -> None:
@@ -461,6 +483,37 @@ def check_bind(settings: Settings) -> None:
     )
 
 
+def _bind_error(settings: Settings, exc: OSError) -> ConfigError:
+    """One line for a bind that failed: which address, why, and the setting that changes it."""
+    where = f"{settings.host}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        why = f"port {settings.port} is already in use (another server?): choose another with --port or MCP_PORT"
+    elif exc.errno == errno.EACCES:
+        why = f"no permission to listen on port {settings.port}: use a port above 1023 (--port or MCP_PORT)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{settings.host} is not an address of this machine: set --host or MCP_HOST (127.0.0.1, 0.0.0.0)"
+    else:
+        why = f"{exc.strerror or exc}: check --host/MCP_HOST and --port/MCP_PORT"
+    return ConfigError(f"cannot listen on {where}: {why}", details={"host": settings.host, "port": settings.port})
+
+
+def _banner(settings: Settings, base: str) -> None:
+    """What a person who just started the server needs next: where to connect and with what."""
+    logger.info("connect MCP clients to %s/mcp", base)
+    if _serves_demo(settings):
+        logger.info("web demo: %s/demo/ (GET / redirects there)", base)
+    if settings.auth_token_file is not None:
+        if settings.auth_token_made and sys.stderr.isatty():
+            token = settings.auth_tokens[0].get() if len(settings.auth_tokens) == 1 else None
+            logger.info("token (MCP_AUTH_TOKEN=auto, made now, shown this once): %s", token)
+        logger.info("token: kept in %s (0600); read it with: cat %s", settings.auth_token_file,
+                    settings.auth_token_file)
+    elif settings.auth_tokens or settings.tokens_file:
+        logger.info("token: the one you set in MCP_AUTH_TOKEN / MCP_TOKENS_FILE (never shown)")
+    elif settings.oauth_issuer is None:
+        logger.info("token: none needed on this loopback address (set MCP_AUTH_TOKEN=auto to require one)")
+
+
 def _base_url(host: str, port: int) -> str | None:
     if host in ("", "0.0.0.0", "::"):
         return None  # no concrete name to give out; MCP_PUBLIC_BASE_URL is needed
@@ -488,18 +541,22 @@ async def run_http(
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)  # before anything is announced
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise _bind_error(settings, exc) from None
         port = runner.addresses[0][1]
         bound = _base_url(settings.host, port)
         service.http_base_url = bound
         shown = bound or f"http://{settings.host}:{port}"
         logger.info("MCP Streamable HTTP endpoint: %s/mcp (health: %s/health)", shown, shown)
+        _banner(settings, settings.public_base_url or shown)
         if not (settings.public_base_url or bound):
             logger.warning("set MCP_PUBLIC_BASE_URL so image results carry a URL (bound to %s)", settings.host)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, stop.set)
         if on_started is not None:
             on_started(shown)
         await stop.wait()

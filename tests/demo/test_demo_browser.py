@@ -96,8 +96,10 @@ async def test_connect_generate_with_progress_pick_hero_copy_and_regenerate(
 
         # Selects are filled from providers://list, styles://list and resolutions://list.
         await expect(page.locator("#provider")).to_have_value("local")
-        await expect(page.locator("#style option")).to_have_count(8)  # 7 local styles + "Other…"
-        await expect(page.locator("#style")).to_have_value("landscape")
+        # Style and size start at the provider's own default (nothing is sent for them).
+        await expect(page.locator("#style option")).to_have_count(9)  # default + 7 local styles + "Other…"
+        await expect(page.locator("#style")).to_have_value("")
+        await expect(page.locator("#resolution")).to_have_value("")
         await expect(page.locator("#resolution option[value='1280x720']")).to_have_count(1)
 
         # Record every value the progress bar shows, to see it move while the call runs.

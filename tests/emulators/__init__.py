@@ -17,11 +17,21 @@ Fault kinds (each emulator lists its own in ``supported_faults``): ``rate_limit`
 all four by hand.
 """
 
-from .common import Emulator, Fault, RecordedRequest, render_image
-from .doubao import DoubaoEmulator
-from .hunyuan import HunyuanEmulator
-from .modelscope import ModelScopeEmulator
-from .openai import OpenAIEmulator
+import sys
+
+try:
+    from .common import Emulator, Fault, RecordedRequest, render_image
+    from .doubao import DoubaoEmulator
+    from .hunyuan import HunyuanEmulator
+    from .modelscope import ModelScopeEmulator
+    from .openai import OpenAIEmulator
+except ModuleNotFoundError as exc:
+    if "tests.emulators" not in sys.orig_argv:  # imported by the tests: a real error
+        raise
+    # python -m tests.emulators with a Python that lacks the dependencies: say what to run instead.
+    print(f"tests.emulators: {sys.executable} lacks the dependencies (no module named {exc.name!r}); "
+          "run ./mcp-server emulators instead (it installs them into .venv on first use)", file=sys.stderr)
+    sys.exit(2)
 
 __all__ = [
     "DoubaoEmulator",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import io
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,7 +19,7 @@ from typing import Any, ClassVar, Final, Self
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
     "FILE_FAULTS",
@@ -47,16 +48,43 @@ _PIL_FORMATS: Final = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _MIME: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
+_TINTS: Final = {
+    "openai": (16, 150, 120),
+    "gemini": (66, 120, 230),
+    "doubao": (230, 100, 40),
+    "hunyuan": (190, 50, 120),
+    "modelscope": (110, 80, 230),
+}
+"""Each vendor's images carry its colour, so a person looking at a result sees who answered."""
+
+
+def _tint(label: str, seed: int) -> tuple[int, int, int]:
+    if not label:
+        return (seed * 97 % 256, seed * 57 % 256, 160)
+    base = _TINTS.get(label) or tuple(b % 200 + 30 for b in hashlib.sha256(label.encode()).digest()[:3])
+    shift = (seed % 8) * 6 - 21  # seeds stay tellable apart within a vendor
+    return tuple(max(0, min(255, v + shift)) for v in base)  # type: ignore[return-value]
+
+
 @functools.lru_cache(maxsize=256)
-def render_image(width: int, height: int, fmt: str = "png", *, seed: int = 0) -> bytes:
+def render_image(width: int, height: int, fmt: str = "png", *, seed: int = 0, label: str = "") -> bytes:
     """Encode a real ``width`` x ``height`` image so adapters can check format and size.
 
+    With ``label`` (the vendor's name) the image is tinted in that vendor's colour and the name
+    is written across it, so a result shows which emulator produced it.
     Cached: the emulator shares the test's event loop, and load tests ask for the same few
     images many times; re-encoding each would measure the emulator, not the server.
     """
-    colour = (seed * 97 % 256, seed * 57 % 256, 160)
-    img = Image.new("RGB", (width, height), colour)
-    ImageDraw.Draw(img).rectangle((width // 4, height // 4, width // 2, height // 2), fill=(250, 250, 250))
+    img = Image.new("RGB", (width, height), _tint(label, seed))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((width // 4, height // 4, width // 2, height // 2), fill=(250, 250, 250))
+    if label and min(width, height) >= 32:
+        size = max(8, min(height // 6, int(width / (0.62 * len(label) + 1))))
+        font = ImageFont.load_default(size=size)
+        box = draw.textbbox((0, 0), label, font=font)
+        x, y = (width - (box[2] - box[0])) // 2 - box[0], height - (box[3] - box[1]) - height // 12 - box[1]
+        draw.rectangle((0, y + box[1] - size // 4, width, y + box[3] + size // 4), fill=(0, 0, 0))
+        draw.text((x, y), label, font=font, fill=(255, 255, 255))
     out = io.BytesIO()
     img.save(out, _PIL_FORMATS[fmt], **({"quality": 80} if fmt != "png" else {}))
     return out.getvalue()
@@ -249,7 +277,7 @@ class Emulator:
 
     def render(self, width: int, height: int, *, seed: int = 0, fmt: str | None = None) -> tuple[bytes, str]:
         fmt = fmt or self.image_format
-        return render_image(width, height, fmt, seed=seed % 8), _MIME[fmt]
+        return render_image(width, height, fmt, seed=seed % 8, label=self.vendor), _MIME[fmt]
 
     def result_bytes(self, data: bytes) -> bytes:
         """Bytes to inline as base64, spoiled when a ``result`` fault is queued."""
