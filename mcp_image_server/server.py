@@ -55,6 +55,7 @@ from .results import (
 from .service import ImageService
 from .tasks import TasksExtension
 from .tenants import STDIO
+from .toollist import ToolListCache, lean
 from .viewer import build_viewer_apps, image_origins_for, tool_meta
 
 __all__ = ["build_mcp_server"]
@@ -283,7 +284,8 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
         instructions=INSTRUCTIONS,
         log_level=service.settings.log_level,
         extensions=[tasks, build_viewer_apps(image_origins_for(service.settings))],
-        middleware=[tasks.middleware],  # 2025-11-25 tasks: shapes the SDK builds itself (see tasks.py)
+        # The cache is outermost so it keeps the task flag the tasks middleware adds (see toollist.py).
+        middleware=[ToolListCache(), tasks.middleware],  # 2025-11-25 tasks: shapes the SDK builds itself
     )
 
     async def start(
@@ -592,4 +594,7 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
             + description
         )
 
+    for tool in mcp._tool_manager.list_tools():
+        tool.parameters = lean(tool.parameters)
+        tool.output_schema = lean(tool.output_schema)
     return mcp

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -91,6 +92,34 @@ def _vendor_request(
     )
 
 
+THUMBNAIL_CACHE_BYTES: Final = 16 * 1024 * 1024
+"""Previews kept in memory: about a thousand typical ones (a 512 px JPEG is 10-60 KB)."""
+
+
+class _Previews:
+    """Least-recently-used previews by (owner, image id), bounded by their total size."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._used = 0
+        self._items: OrderedDict[tuple[str, str], tuple[bytes, str]] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> tuple[bytes, str] | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: tuple[str, str], item: tuple[bytes, str]) -> None:
+        if len(item[0]) > self._budget or key in self._items:
+            return
+        self._items[key] = item
+        self._used += len(item[0])
+        while self._used > self._budget:
+            _, (old, _mime) = self._items.popitem(last=False)
+            self._used -= len(old)
+
+
 class ImageService:
     """Holds the current settings snapshot, the provider manager and the store."""
 
@@ -115,6 +144,7 @@ class ImageService:
         )
         self.signer = UrlSigner.from_settings(settings, clock=clock)
         self._sweeper: asyncio.Task[None] | None = None
+        self._thumbnails = _Previews(THUMBNAIL_CACHE_BYTES)
         shared = open_state(settings)
         self.jobs = JobManager(
             self.generate,
@@ -530,7 +560,14 @@ class ImageService:
         return await asyncio.to_thread(self.store.read_bytes, record)
 
     async def thumbnail(self, record: ImageRecord) -> tuple[bytes, str]:
-        return await asyncio.to_thread(thumbnail, await self.image_data(record))
+        """The record's preview, made once (one thread hop: read and shrink) and then reused by
+        ``get_generation``, task results and the viewer. Images never change under an id."""
+        key = (record.owner, record.image_id)
+        if (cached := self._thumbnails.get(key)) is not None:
+            return cached
+        made = await asyncio.to_thread(lambda: thumbnail(self.store.read_bytes(record)))
+        self._thumbnails.put(key, made)
+        return made
 
     # --- catalogs -----------------------------------------------------------------------------
 
