@@ -485,7 +485,7 @@ FIELDS: Final[tuple[Field, ...]] = (
           "Most seconds between progress notifications while a call waits."),
     Field("MCP_JOB_TTL", "job_ttl", _float_range(1, 30 * 86400), "3600",
           "Seconds a finished generation job stays queryable.", True),
-    Field("MCP_MAX_JOBS", "max_jobs", _int_range(1, 10_000), "32", "Generation jobs running at once.", True),
+    Field("MCP_MAX_JOBS", "max_jobs", _int_range(1, 10_000), "64", "Generation jobs running at once.", True),
     Field("MCP_MAX_QUEUED_JOBS", "max_queued_jobs", _int_range(0, 1_000_000), "1000",
           "Jobs allowed to wait for a slot; beyond it new ones get queue_full.", True),
     # provider behaviour (retries, timeouts, polling, concurrency, failover)
@@ -507,12 +507,13 @@ FIELDS: Final[tuple[Field, ...]] = (
           "Seconds between Hunyuan job polls."),
     Field("MCP_HUNYUAN_TIMEOUT", "hunyuan_timeout", _float_range(1, 3600), "180",
           "Overall seconds allowed for one Hunyuan generation."),
-    Field("MCP_OPENAI_MAX_CONCURRENCY", "openai_max_concurrency", _int_range(1, 256), "4",
-          "Concurrent OpenAI requests."),
+    Field("MCP_OPENAI_MAX_CONCURRENCY", "openai_max_concurrency", _int_range(1, 256), "64",
+          "Concurrent OpenAI requests (OpenAI sets no concurrency cap, only images per minute by usage "
+          "tier, 5 at tier 1 to 250 at tier 5; a 429 is retried with backoff)."),
     Field("MCP_OPENAI_TIMEOUT", "openai_timeout", _float_range(1, 3600), "180",
           "Overall seconds allowed for one OpenAI generation."),
-    Field("MCP_DOUBAO_MAX_CONCURRENCY", "doubao_max_concurrency", _int_range(1, 256), "4",
-          "Concurrent Doubao requests."),
+    Field("MCP_DOUBAO_MAX_CONCURRENCY", "doubao_max_concurrency", _int_range(1, 256), "32",
+          "Concurrent Doubao requests (Ark limits Seedream by images per minute per account, commonly 500)."),
     Field("MCP_DOUBAO_TIMEOUT", "doubao_timeout", _float_range(1, 3600), "180",
           "Overall seconds allowed for one Doubao generation."),
     Field("MCP_MODELSCOPE_MAX_CONCURRENCY", "modelscope_max_concurrency", _int_range(1, 256), "2",
@@ -598,7 +599,7 @@ class Settings:
     generation_wait_seconds: float = 45.0
     progress_interval: float = 5.0
     job_ttl: float = 3600.0
-    max_jobs: int = 32
+    max_jobs: int = 64
     max_queued_jobs: int = 1000
     fallback_providers: tuple[str, ...] = ()
     provider_max_attempts: int = 3
@@ -609,9 +610,9 @@ class Settings:
     hunyuan_max_concurrency: int = 1
     hunyuan_poll_interval: float = 2.0
     hunyuan_timeout: float = 180.0
-    openai_max_concurrency: int = 4
+    openai_max_concurrency: int = 64
     openai_timeout: float = 180.0
-    doubao_max_concurrency: int = 4
+    doubao_max_concurrency: int = 32
     doubao_timeout: float = 180.0
     modelscope_max_concurrency: int = 2
     modelscope_poll_interval: float = 5.0

@@ -251,6 +251,9 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         """The jobs this process runs (and, without a shared state, every job there is)."""
         self._keys: dict[tuple[str, str], str] = {}
+        self._finished: dict[str, Job] = {}
+        """Ended jobs of ``_jobs`` in the order they ended, so ``_sweep`` looks at the oldest only
+        (it runs on every call; scanning and sorting every kept job cost more the longer it ran)."""
         self._waiting: list[Job] = []
         self._saves: set[asyncio.Task[None]] = set()
         self._unsaved: set[str] = set()
@@ -393,6 +396,8 @@ class JobManager:
         job._set(state, message, now)
         if changed:
             self._changed(job)
+            if state not in ACTIVE and self._jobs.get(job.job_id) is job:
+                self._finished[job.job_id] = job
         if self._shared is not None and not job.remote:
             task = asyncio.get_running_loop().create_task(self._save(job))
             self._saves.add(task)
@@ -783,18 +788,28 @@ class JobManager:
         return len(self._waiting)
 
     def _sweep(self) -> None:
+        """Forget ended jobs past MCP_JOB_TTL (unless a save is pending) and the oldest beyond
+        ``_MAX_FINISHED``: from the oldest end on, stopping at the first one to keep."""
         now = self._clock()
-        expired = [
-            j for j in self._jobs.values()
-            if j.finished_at is not None and now - j.finished_at >= self._ttl and j.job_id not in self._unsaved
-        ]
-        finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.finished_at or 0)
-        if len(finished) - len(expired) > _MAX_FINISHED:
-            expired.extend(finished[: len(finished) - _MAX_FINISHED])
-        for job in expired:
-            self._jobs.pop(job.job_id, None)
-            if job.idempotency_key is not None:
-                self._keys.pop((job.owner, job.idempotency_key), None)
+        finished = self._finished
+        drop: list[tuple[str, Job | None]] = []
+        for job_id, job in finished.items():
+            if self._jobs.get(job_id) is not job:
+                drop.append((job_id, None))  # no longer ours (disowned, handed over): just unlist it
+                continue
+            over = len(finished) - len(drop) > _MAX_FINISHED
+            if over or (job.finished_at is not None and now - job.finished_at >= self._ttl):
+                if over or job_id not in self._unsaved:
+                    drop.append((job_id, job))
+                continue
+            break
+        for job_id, gone in drop:
+            del finished[job_id]
+            if gone is None:
+                continue
+            self._jobs.pop(job_id, None)
+            if gone.idempotency_key is not None:
+                self._keys.pop((gone.owner, gone.idempotency_key), None)
 
     # --- waiting ----------------------------------------------------------------------------
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .tomlfile import read_tables, table_of
-
 __all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "load_prices_file", "price_of"]
 
 
@@ -110,6 +108,8 @@ _KEYS: Final = frozenset({"provider", "model", "size", "quality", "usd", "source
 
 
 def _row(raw: Any) -> Price:
+    from .tomlfile import table_of
+
     raw = table_of(raw, "prices", _KEYS)
     provider = raw.get("provider")
     if not isinstance(provider, str) or not provider.strip():
@@ -134,6 +134,10 @@ def _row(raw: Any) -> Price:
 
 def load_prices_file(value: str) -> PriceTable | None:
     """The ``MCP_PRICES_FILE`` cast (``ValueError`` names the file, line and key)."""
+    if not value.strip():
+        return None  # the usual case, at every start: no TOML parser to import
+    from .tomlfile import read_tables
+
     file = read_tables(value, "prices")
     if file is None:
         return None

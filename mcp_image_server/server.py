@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
@@ -35,6 +36,7 @@ from mcp_types import (
 from pydantic import AnyUrl, Field, ValidationError
 
 from . import __version__, outputs
+from .config import Settings
 from .errors import ImageServerError, InvalidArgumentError, PathNotAllowedError
 from .models import GenerateParams, ImageFormat
 from .observe import ToolCall
@@ -271,6 +273,14 @@ def _tool_call(
 
 def _text(value: object) -> str | None:
     return value[:64] if isinstance(value, str) else None
+
+
+def _tracing_on(settings: Settings) -> bool:
+    """Whether spans can go anywhere: an OTLP endpoint is set, or a tracer provider is installed
+    (``opentelemetry-instrument``, a host application, a test)."""
+    from opentelemetry import trace  # loaded by the SDK already
+
+    return bool(settings.otel_endpoint) or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def build_mcp_server(service: ImageService) -> ImageMCPServer:
@@ -594,6 +604,10 @@ def build_mcp_server(service: ImageService) -> ImageMCPServer:
             + description
         )
 
+    if not _tracing_on(service.settings):
+        # The SDK opens a span per message even with nothing to export (tens of microseconds, a
+        # fifth of a ping); its guide says to drop the middleware to opt out.
+        mcp.lowlevel.middleware[:] = [m for m in mcp.lowlevel.middleware if not isinstance(m, OpenTelemetryMiddleware)]
     for tool in mcp._tool_manager.list_tools():
         tool.parameters = lean(tool.parameters)
         tool.output_schema = lean(tool.output_schema)

@@ -336,7 +336,7 @@ class ImageService:
             InvalidArgumentError (and subclasses), ProviderNotConfiguredError, ProviderError, StorageError.
         """
         p = self._prepare(params, resume)
-        if not resume:  # a resumed job is already paid for at the vendor: keep its images
+        if not resume and self.store.may_be_full():  # a resumed job is already paid for: keep its images
             await asyncio.to_thread(self.store.ensure_room)  # storage_full before any provider is called
         if params.images:
             images = tuple([await self._load_input(name, f"images[{i}]") for i, name in enumerate(params.images)])

@@ -314,8 +314,10 @@ class ImageStore:
             return record.file_name in self._doomed
 
     def _count(self, image_id: str, created_at: float, size: int) -> None:
+        limited = self._policy().limited  # only a retention or a cap sorts by age; else the map would only grow
         with self._lock:
-            self._created[image_id] = created_at
+            if limited:
+                self._created[image_id] = created_at
             self._pending = Usage(self._pending.images + 1, self._pending.bytes + size)
             if self._usage is not None:
                 self._usage = Usage(self._usage.images + 1, self._usage.bytes + size)
@@ -353,6 +355,15 @@ class ImageStore:
             "max_bytes": policy.max_bytes,
             "retention_s": policy.retention_s,
         }
+
+    def may_be_full(self) -> bool:
+        """Whether ``ensure_room`` could have work to do (a cap is set and not known to be met): a
+        cheap check on the event loop, so a save without a cap skips a worker-thread hop."""
+        cap = self._policy().max_bytes
+        if not cap:
+            return False
+        usage = self.usage()
+        return usage is None or usage.bytes >= cap
 
     def ensure_room(self) -> None:
         """Below ``MCP_IMAGE_STORE_MAX_BYTES``, or made so by a sweep (the oldest images go first).

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from .tomlfile import read_tables, table_of
-
 __all__ = [
     "ANONYMOUS",
     "STDIO",
@@ -119,6 +117,8 @@ def _positive(value: Any, key: str, *, real: bool = False) -> int | float:
 
 def _entry(raw: Any) -> tuple[TokenEntry, bool]:
     """One ``[[tokens]]`` table; the flag says it held a plain ``token``."""
+    from .tomlfile import table_of
+
     raw = table_of(raw, "tokens", _KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -164,6 +164,10 @@ def _entry(raw: Any) -> tuple[TokenEntry, bool]:
 
 def load_tokens_file(value: str) -> TokenTable | None:
     """The ``MCP_TOKENS_FILE`` cast: parse and check the whole file (``ValueError`` names line and key)."""
+    if not value.strip():
+        return None  # the usual case, at every start: no TOML parser to import
+    from .tomlfile import read_tables
+
     file = read_tables(value, "tokens")
     if file is None:
         return None

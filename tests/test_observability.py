@@ -303,3 +303,28 @@ async def test_a_server_exports_its_spans_over_otlp(http_server: Any) -> None:
     assert call.parent_span_id == job.span_id and job.parent_span_id == tool.span_id
     service = {a.key: a.value.string_value for a in resource.resource.attributes}
     assert service["service.name"] == "mcp-image-server"
+
+
+_MIDDLEWARE = """
+import sys, tempfile
+from mcp_image_server.config import load_settings
+from mcp_image_server.server import build_mcp_server
+from mcp_image_server.service import ImageService
+env = {"MCP_IMAGE_SAVE_DIR": tempfile.mkdtemp(), **dict(a.split("=", 1) for a in sys.argv[1:])}
+print(",".join(type(m).__name__ for m in build_mcp_server(ImageService(load_settings(env))).lowlevel.middleware))
+"""
+
+
+@pytest.mark.parametrize(("args", "spans_kept"), [((), False), (("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9",), True)])
+def test_the_sdks_per_message_span_runs_only_when_traces_can_go_somewhere(
+    args: tuple[str, ...], spans_kept: bool
+) -> None:
+    import subprocess
+    import sys
+
+    names = subprocess.run(
+        [sys.executable, "-c", _MIDDLEWARE, *args], capture_output=True, text=True, timeout=60, check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout.strip().split(",")
+    assert ("OpenTelemetryMiddleware" in names) is spans_kept
+    assert "ToolListCache" in names

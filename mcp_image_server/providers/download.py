@@ -11,6 +11,7 @@ import base64
 import binascii
 import email.utils
 import io
+import sys
 import warnings
 from collections.abc import Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
@@ -39,6 +40,10 @@ PIL_MIME: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp
 """Pillow format name -> MIME type of the formats the store accepts."""
 
 _CHUNK: Final = 64 * 1024
+INLINE_CHECK_BYTES: Final = 256 * 1024
+"""Images up to this size, already in the wanted format, are checked on the event loop: reading the
+header and the chunk CRCs takes tens of microseconds, less than handing them to a worker thread."""
+_SIGNATURES: Final = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"))
 
 
 class LazySession:
@@ -112,6 +117,14 @@ def _complete(fmt: str | None, data: bytes, img: Any) -> bool:
     if fmt == "WEBP":
         return int.from_bytes(data[4:8], "little") + 8 == len(data)
     return False
+
+
+def _format_of(data: bytes) -> str | None:
+    """The output format the bytes' signature claims (``_inspect`` checks the claim)."""
+    for signature, fmt in _SIGNATURES:
+        if data.startswith(signature):
+            return fmt
+    return "webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else None
 
 
 def _inspect(data: bytes, want: str | None) -> tuple[bytes, str, int, int]:
@@ -191,7 +204,12 @@ async def decode_image(
     if not data:
         raise BadImageDataError(f"{provider} returned an empty image", provider=provider)
     try:
-        data, mime, width, height = await asyncio.to_thread(_inspect, data, want)
+        fmt = _format_of(data)
+        if len(data) <= INLINE_CHECK_BYTES and fmt is not None and want in (None, fmt) and "PIL.Image" in sys.modules:
+            # (Pillow's first import stays in the worker thread: it takes tens of milliseconds.)
+            data, mime, width, height = _inspect(data, want)  # a few CRCs: cheaper than a thread hop
+        else:
+            data, mime, width, height = await asyncio.to_thread(_inspect, data, want)
     except ValueError as exc:
         raise BadImageDataError(
             f"{provider} returned bytes that are not a usable image: {exc}",

@@ -44,13 +44,17 @@ Make = Callable[..., Provider]
 """A fixture that builds the provider under test from Settings overrides."""
 
 
-@pytest.fixture
+@pytest.fixture(params=["stdio", "http"])
 def openai_provider(
+    request: pytest.FixtureRequest,
     openai_emu: OpenAIEmulator,
     make_settings: Callable[..., Settings],
     open_provider: Callable[[ProviderSpec, Settings], Provider],
 ) -> Make:
+    """Both HTTP clients: the SDK's default (stdio servers) and its aiohttp transport (HTTP servers)."""
+
     def _make(**overrides: Any) -> Provider:
+        overrides.setdefault("transport", request.param)
         return open_provider(SPEC, make_settings(openai_base_url=openai_emu.base_url, **overrides))
 
     return _make
