@@ -55,7 +55,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` and ``tests`` importable
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.http_load import RawHTTP, Result, run_load
+from benchmarks.http_load import RawHTTP, Result, _rss, run_load
 
 PEER_A_URL: Final = "https://github.com/ChristopheZhao/image-gen-mcp-server"
 PEER_A_COMMIT: Final = "6821f4d5b486b9cb9631fd600c8e079fa0018f5e"
@@ -522,12 +522,6 @@ async def burst(subject: Subject, count: int) -> float:
     return time.perf_counter() - start
 
 
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def spawn_to_initialize(argv: list[str], env: dict[str, str], cwd: Path, pinned: bool) -> float:
@@ -659,8 +653,13 @@ class Bench:
             if peer_wall:
                 row.peer, row.peer_rounds = statistics.median(peer_wall), peer_wall
             self.emit(row)
-        self.notes.append("50-call rows: median wall over rounds; ours default limits are "
-                          "MCP_OPENAI_MAX_CONCURRENCY=4, MCP_MAX_JOBS=32 (MCP_MAX_QUEUED_JOBS=1000)")
+        from mcp_image_server.config import Settings
+
+        defaults = Settings()
+        self.notes.append(
+            "50-call rows: median wall over rounds; ours default limits are "
+            f"MCP_OPENAI_MAX_CONCURRENCY={defaults.openai_max_concurrency}, MCP_MAX_JOBS={defaults.max_jobs} "
+            f"(MCP_MAX_QUEUED_JOBS={defaults.max_queued_jobs})")
 
     async def rss_rows(self) -> None:
         """Fresh servers, 200 generations each (c=16, latency 0), then their resident memory."""
