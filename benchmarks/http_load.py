@@ -116,6 +116,7 @@ def serve_ours(port: int) -> None:
     sys.path.insert(0, str(ROOT))
     import dataclasses
 
+    from mcp_image_server.cli import configure_event_loop
     from mcp_image_server.config import load_settings
     from mcp_image_server.service import ImageService
     from mcp_image_server.transports.http import run_http
@@ -131,6 +132,7 @@ def serve_ours(port: int) -> None:
     )
 
     async def main() -> None:
+        configure_event_loop()  # as the CLI does
         service = ImageService(settings)
         await service.start()
         try:

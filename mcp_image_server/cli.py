@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -81,11 +82,23 @@ def limit_malloc_arenas() -> bool:
 
 
 def configure_event_loop() -> None:
-    """Give the running loop a default executor sized for I/O-bound bursts."""
+    """Give the running loop a default executor sized for I/O-bound bursts, and name its library.
+
+    anyio asks sniffio which library runs on every task, cancel scope and event it makes (the
+    SDK's dispatcher makes several per request), and sniffio finds out through
+    ``asyncio.current_task()`` each time: about 1.5 us a call, 5-8 % of a ping's server CPU.
+    Setting sniffio's per-thread answer for this thread, whose loop is asyncio for the life of
+    the process, makes that a lookup; worker threads keep asking.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mcp-io")
     asyncio.get_running_loop().set_default_executor(pool)
+    try:
+        import sniffio
+    except ImportError:  # anyio then asks asyncio directly, which is already cheap
+        return
+    sniffio.thread_local.name = "asyncio"
 
 
 async def _serve(settings: Settings, overrides: dict[str, str], command: str) -> None:
@@ -112,6 +125,15 @@ async def _serve(settings: Settings, overrides: dict[str, str], command: str) ->
             await run_stdio(mcp, command)
     finally:
         await service.aclose()
+        _forget_event_loop()
+
+
+def _forget_event_loop() -> None:
+    """Undo ``configure_event_loop``'s sniffio answer: the thread may host another library's loop next."""
+    with contextlib.suppress(ImportError):
+        import sniffio
+
+        sniffio.thread_local.name = None
 
 
 async def _run_worker() -> None:

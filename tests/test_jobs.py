@@ -52,7 +52,7 @@ class FakeRunner:
         return GenerateOutcome(records=(), provider="fake", model="m")
 
 
-def _manager(runner: FakeRunner, clock: Clock | None = None, **kw: int) -> JobManager:
+def _manager(runner: FakeRunner | GatedRunner, clock: Clock | None = None, **kw: int) -> JobManager:
     return JobManager(runner, ttl=60, max_running=kw.get("max_running", 4), max_queued=kw.get("max_queued", 10),
                       clock=clock or Clock())
 
@@ -210,4 +210,71 @@ async def test_finished_jobs_expire_after_the_ttl() -> None:
     with pytest.raises(JobNotFoundError):
         await jobs.get("me", job.job_id)
     assert await jobs.submit("me", P, "key") is not job  # the key expired with it
+    await jobs.aclose()
+
+
+@dataclass
+class GatedRunner:
+    """Each prompt's job ends when its own gate opens."""
+
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def gate(self, prompt: str) -> asyncio.Event:
+        return self.gates.setdefault(prompt, asyncio.Event())
+
+    async def __call__(self, params: GenerateParams, progress: ProgressFn, resume: tuple[str, ...] = (),
+                       owner: str = "") -> GenerateOutcome:
+        await self.gate(params.prompt).wait()
+        return GenerateOutcome(records=(), provider="fake", model="m")
+
+
+async def _kept(jobs: JobManager, job_id: str) -> bool:
+    try:
+        await jobs.get("me", job_id)
+    except JobNotFoundError:
+        return False
+    return True
+
+
+async def test_jobs_expire_in_the_order_they_ended_not_the_order_they_started() -> None:
+    clock = Clock()
+    runner = GatedRunner()
+    jobs = _manager(runner, clock)
+    slow = await jobs.submit("me", GenerateParams(prompt="slow"), "slow-key")
+    fast = await jobs.submit("me", GenerateParams(prompt="fast"), "fast-key")
+    endless = await jobs.submit("me", GenerateParams(prompt="endless"))
+    async with asyncio.timeout(5):
+        runner.gate("fast").set()
+        await jobs.wait(fast, 5)
+        clock.now += 30
+        runner.gate("slow").set()
+        await jobs.wait(slow, 5)
+    clock.now += 31  # fast ended 61 s ago, slow 31 s ago
+    assert not await _kept(jobs, fast.job_id)
+    assert await _kept(jobs, slow.job_id)  # started first, but the sweep goes by end time
+    clock.now += 30
+    assert not await _kept(jobs, slow.job_id)
+    assert await jobs.submit("me", GenerateParams(prompt="slow"), "slow-key") is not slow  # its key went too
+    clock.now += 10_000
+    assert await _kept(jobs, endless.job_id)  # a running job never expires
+    runner.gate("endless").set()
+    await jobs.aclose()
+
+
+async def test_ended_jobs_beyond_the_cap_are_forgotten_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcp_image_server.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "_MAX_FINISHED", 3)
+    clock = Clock()
+    runner = FakeRunner()
+    runner.gate.set()
+    jobs = _manager(runner, clock)
+    ended = []
+    async with asyncio.timeout(5):
+        for _ in range(5):
+            job = await jobs.submit("me", P)
+            await jobs.wait(job, 5)
+            ended.append(job.job_id)
+            clock.now += 1
+    assert [await _kept(jobs, job_id) for job_id in ended] == [False, False, True, True, True]
     await jobs.aclose()

@@ -245,3 +245,63 @@ def test_a_removed_save_dir_is_recreated_on_the_next_save(tmp_path: Path) -> Non
     shutil.rmtree(store.save_dir)
     rec = store.save(_image(), provider="local", model="m", style=None, prompt="p", ttl=60)
     assert store.get(rec.image_id) == rec and Path(store.location_of(rec)).exists()
+
+
+def test_folder_fsyncs_are_shared_by_saves_waiting_at_once_and_never_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save returns only after a folder fsync that began after its rename; saves that queue
+    behind one fsync share the next instead of each waiting for its own."""
+    import mcp_image_server.blobs.file as file_module
+
+    fsyncs = 0
+    first_inside, release = threading.Event(), threading.Event()
+    real = file_module._fsync_dir
+
+    def held_fsync(path: Path) -> None:
+        nonlocal fsyncs
+        fsyncs += 1
+        if fsyncs == 1:
+            first_inside.set()
+            assert release.wait(10)
+        real(path)
+
+    class CountedLock:
+        """The counters' lock, noting when the three later saves have counted their renames."""
+
+        def __init__(self, releases_wanted: int) -> None:
+            self._lock, self._releases, self._wanted = threading.Lock(), 0, releases_wanted
+            self.reached = threading.Event()
+
+        def __enter__(self) -> None:
+            self._lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self._releases += 1
+            if self._releases == self._wanted:
+                self.reached.set()
+            self._lock.release()
+
+    monkeypatch.setattr(file_module, "_fsync_dir", held_fsync)
+    sync = file_module._DirSync(tmp_path)
+    counted = sync._count = CountedLock(releases_wanted=2 + 3)  # the first save takes it twice
+    done: list[tuple[str, int]] = []
+
+    def save(name: str) -> None:
+        sync.sync()
+        done.append((name, fsyncs))
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(save, "first")
+        assert first_inside.wait(10)
+        later = [pool.submit(save, f"later-{i}") for i in range(3)]
+        assert counted.reached.wait(10)  # their renames are counted, after the held fsync began
+        assert done == []  # nobody returns while the only fsync under way predates their renames
+        release.set()
+        for f in (first, *later):
+            f.result(timeout=10)
+    assert fsyncs == 2  # the three queued saves shared one fsync
+    assert sorted(n for name, n in done if name != "first") == [2, 2, 2]
+    for _ in range(3):  # one at a time, each needs its own
+        sync.sync()
+    assert fsyncs == 5
